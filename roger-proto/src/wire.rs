@@ -1,0 +1,413 @@
+//! Shared wire helpers: form bodies (RFC 6749 Appendix B), header parsing (`Retry-After`, `WWW-Authenticate`),
+//! lenient number parsing, and the two response classifiers every endpoint module uses.
+
+use std::time::Duration;
+
+use http::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Request, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{OAuthErrorResponse, PeerViolation, ProblemDetails, ResponseError};
+use crate::secret::AccessToken;
+
+/// `application/x-www-form-urlencoded`, the body type of every OAuth endpoint (RFC 6749 §3.2, RFC 8628 §3.1).
+pub const FORM: &str = "application/x-www-form-urlencoded";
+/// `application/json`.
+pub const JSON: &str = "application/json";
+
+/// Why a form body cannot be read (RFC 6749 §3.1: "parameters MUST NOT be included more than once").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormError {
+    /// The same parameter twice.
+    #[error("parameter {0:?} appears more than once")]
+    Duplicate(String),
+    /// A required parameter is absent or empty.
+    #[error("missing parameter {0:?}")]
+    Missing(&'static str),
+    /// A parameter has a value this protocol does not accept.
+    #[error("parameter {name:?} has an unsupported value")]
+    BadValue {
+        /// Its name.
+        name: &'static str,
+    },
+    /// The body is not UTF-8.
+    #[error("form body is not UTF-8")]
+    NotUtf8,
+}
+
+/// A parsed form: pairs in order, no duplicates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Form {
+    pairs: Vec<(String, String)>,
+}
+
+impl Form {
+    /// Parses `application/x-www-form-urlencoded` bytes, refusing duplicate parameters and invalid UTF-8.
+    pub fn parse(body: &[u8]) -> Result<Self, FormError> {
+        if std::str::from_utf8(body).is_err() {
+            return Err(FormError::NotUtf8);
+        }
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (k, v) in form_urlencoded::parse(body) {
+            if k.is_empty() && v.is_empty() {
+                continue;
+            }
+            if pairs.iter().any(|(name, _)| *name == k) {
+                return Err(FormError::Duplicate(k.into_owned()));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Self { pairs })
+    }
+
+    /// The value of `name`, if present (RFC 6749 §3.1: empty values are treated as omitted).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    }
+
+    /// The value of a required parameter.
+    pub fn require(&self, name: &'static str) -> Result<&str, FormError> {
+        self.get(name).ok_or(FormError::Missing(name))
+    }
+
+    /// All pairs, in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.pairs
+    }
+}
+
+/// Serialises pairs as a form body; `None` values are left out.
+pub fn encode_form<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Vec<u8> {
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            ser.append_pair(k, v);
+        }
+    }
+    ser.finish().into_bytes()
+}
+
+/// Builds a POST with a form body, optionally with the device-bound `Authorization: Bearer` of PROTOCOL.md §7.
+pub(crate) fn post_form(
+    uri: &str,
+    body: Vec<u8>,
+    bearer: Option<&AccessToken>,
+) -> Result<Request<Vec<u8>>, http::Error> {
+    let mut b = Request::post(uri).header(CONTENT_TYPE, FORM).header(http::header::ACCEPT, JSON);
+    if let Some(token) = bearer {
+        b = b.header(http::header::AUTHORIZATION, bearer_value(token));
+    }
+    b.body(body)
+}
+
+/// `Bearer <token>` (RFC 6750 §2.1). The header value is marked sensitive so `http`'s `Debug` hides it.
+pub fn bearer_value(token: &AccessToken) -> http::HeaderValue {
+    let mut v = http::HeaderValue::from_str(&format!("Bearer {}", token.secret()))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("Bearer invalid"));
+    v.set_sensitive(true);
+    v
+}
+
+/// Builds an API request with a bearer token in the header (never in the query: RFC 6750 §2.3, RFC 9700 §2.5).
+pub fn api_request(
+    method: http::Method,
+    uri: &str,
+    token: &AccessToken,
+    json_body: Option<Vec<u8>>,
+) -> Result<Request<Vec<u8>>, http::Error> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::AUTHORIZATION, bearer_value(token))
+        .header(http::header::ACCEPT, JSON);
+    if json_body.is_some() {
+        b = b.header(CONTENT_TYPE, JSON);
+    }
+    b.body(json_body.unwrap_or_default())
+}
+
+/// Parses `Retry-After` (RFC 9110 §10.2.3): delta-seconds, or an HTTP-date measured against the response's own
+/// `Date` header (so no clock is read here). Anything unreadable is `None`.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(86_400)));
+    }
+    let when = parse_http_date(raw)?;
+    let date = parse_http_date(headers.get(http::header::DATE)?.to_str().ok()?.trim())?;
+    let delta = (when - date).whole_seconds();
+    Some(Duration::from_secs(delta.clamp(0, 86_400) as u64))
+}
+
+fn parse_http_date(s: &str) -> Option<time::OffsetDateTime> {
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(s, &fmt).ok().map(|p| p.assume_utc())
+}
+
+/// The `error` auth-param of a `WWW-Authenticate: Bearer …` challenge (RFC 6750 §3).
+pub fn www_authenticate_error(headers: &HeaderMap) -> Option<String> {
+    for value in headers.get_all(WWW_AUTHENTICATE) {
+        let Ok(s) = value.to_str() else { continue };
+        if let Some(v) = auth_param(s, "error") {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Reads one auth-param (`name="value"` or `name=token`) out of a challenge string.
+pub fn auth_param(challenge: &str, name: &str) -> Option<String> {
+    let mut rest = challenge;
+    while let Some(pos) = rest.find(name) {
+        let before_ok = pos == 0 || matches!(rest.as_bytes()[pos - 1], b' ' | b',' | b'\t');
+        let after = rest[pos + name.len()..].trim_start();
+        if before_ok {
+            if let Some(after_eq) = after.strip_prefix('=') {
+                let after_eq = after_eq.trim_start();
+                if let Some(quoted) = after_eq.strip_prefix('"') {
+                    let end = quoted.find('"')?;
+                    return Some(quoted[..end].to_owned());
+                }
+                let end = after_eq.find([',', ' ']).unwrap_or(after_eq.len());
+                return Some(after_eq[..end].to_owned());
+            }
+        }
+        rest = &rest[pos + name.len()..];
+    }
+    None
+}
+
+/// Deserialises a lifetime in seconds that servers send as a number or, wrongly but commonly, as a string
+/// (`"expires_in":"3600"`). Negative or fractional numbers are clamped/truncated; other types are an error.
+pub fn lenient_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        U(u64),
+        I(i64),
+        F(f64),
+        S(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::U(u) => Ok(u),
+        Raw::I(i) => Ok(i.max(0) as u64),
+        Raw::F(f) if f.is_finite() => Ok(f.max(0.0) as u64),
+        Raw::F(_) => Err(serde::de::Error::custom("lifetime is not a finite number")),
+        Raw::S(s) => s
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| serde::de::Error::custom("lifetime string is not a whole number of seconds")),
+    }
+}
+
+/// [`lenient_seconds`] for optional members.
+pub fn lenient_seconds_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct W(#[serde(deserialize_with = "lenient_seconds")] u64);
+    Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+}
+
+fn is_json_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+#[derive(Deserialize)]
+struct ErrorProbe {
+    error: Option<serde_json::Value>,
+}
+
+/// Classifies the answer of an OAuth endpoint (RFC 6749 §5.1/§5.2, RFC 8628 §3.2/§3.5, RFC 7009 §2.2).
+///
+/// * any status with a JSON body carrying a string `error` → [`ResponseError::OAuth`] (a 200 carrying an error is
+///   what some servers do; it is still an error);
+/// * 2xx → the success type, or [`ResponseError::Malformed`];
+/// * 5xx, 429, 408 with another body (an HTML page from a proxy) → [`ResponseError::Unavailable`], retryable;
+/// * other 4xx → problem details if they parse, else [`ResponseError::UnexpectedStatus`].
+pub fn classify_oauth<T: DeserializeOwned>(resp: &Response<Vec<u8>>) -> Result<T, ResponseError> {
+    classify(resp, true)
+}
+
+/// Classifies the answer of a Roger API endpoint (PROTOCOL.md §9–10): 2xx → `T`; errors as
+/// [`classify_oauth`], with RFC 9457 problem details preferred.
+pub fn classify_api<T: DeserializeOwned>(resp: &Response<Vec<u8>>) -> Result<T, ResponseError> {
+    classify(resp, false)
+}
+
+/// Like [`classify_api`] for answers without a body of interest (204, or a 200 whose body is ignored).
+pub fn classify_api_empty(resp: &Response<Vec<u8>>) -> Result<(), ResponseError> {
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    classify::<serde::de::IgnoredAny>(resp, false).map(|_| ())
+}
+
+fn classify<T: DeserializeOwned>(resp: &Response<Vec<u8>>, oauth: bool) -> Result<T, ResponseError> {
+    let status = resp.status().as_u16();
+    let body = resp.body().as_slice();
+    let headers = resp.headers();
+    let retry_after = retry_after(headers);
+    let www = www_authenticate_error(headers);
+    let json_like = is_json_object(body);
+
+    if json_like {
+        if let Ok(ErrorProbe { error: Some(serde_json::Value::String(_)) }) = serde_json::from_slice::<ErrorProbe>(body)
+        {
+            if let Ok(parsed) = serde_json::from_slice::<OAuthErrorResponse>(body) {
+                return Err(ResponseError::OAuth { status, body: parsed, retry_after, www_authenticate_error: www });
+            }
+        }
+    }
+    if resp.status().is_success() {
+        return serde_json::from_slice::<T>(body).map_err(|e| ResponseError::Malformed {
+            status,
+            violation: PeerViolation::MalformedSuccessBody,
+            detail: redact_serde_error(&e),
+        });
+    }
+    let problem = if json_like && (!oauth || content_type(headers).starts_with(crate::error::PROBLEM_JSON)) {
+        serde_json::from_slice::<ProblemDetails>(body).ok()
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(ResponseError::Problem { status, problem, retry_after, www_authenticate_error: www });
+    }
+    if status >= 500 || status == 429 || status == 408 {
+        return Err(ResponseError::Unavailable { status, retry_after });
+    }
+    Err(ResponseError::UnexpectedStatus { status, www_authenticate_error: www })
+}
+
+/// serde_json's messages quote offending values (`invalid type: string "tok…"`); keep only the category and position.
+fn redact_serde_error(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "io",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected data",
+        serde_json::error::Category::Eof => "unexpected end",
+    };
+    let msg = e.to_string();
+    let what = msg.split(&['"', '`'][..]).next().unwrap_or("").trim().trim_end_matches(':');
+    format!("{kind} at line {} column {}: {what}", e.line(), e.column())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, ct: &str, body: &str) -> Response<Vec<u8>> {
+        Response::builder().status(status).header(CONTENT_TYPE, ct).body(body.as_bytes().to_vec()).unwrap()
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Ok1 {
+        a: u32,
+    }
+
+    /// RFC 6749 §3.1: duplicate parameters are refused.
+    #[test]
+    fn form_refuses_duplicates() {
+        assert_eq!(Form::parse(b"a=1&a=2"), Err(FormError::Duplicate("a".into())));
+        let f = Form::parse(b"a=1&b=&c=x%20y").unwrap();
+        assert_eq!(f.get("a"), Some("1"));
+        assert_eq!(f.get("b"), None, "empty values are omitted (RFC 6749 §3.1)");
+        assert_eq!(f.get("c"), Some("x y"));
+        assert_eq!(Form::parse(&[0xff, b'=', b'1']), Err(FormError::NotUtf8));
+    }
+
+    /// A 200 that carries `{"error":…}` is an error.
+    #[test]
+    fn ok_status_with_error_body() {
+        let r = resp(200, JSON, r#"{"error":"authorization_pending"}"#);
+        let e = classify_oauth::<Ok1>(&r).unwrap_err();
+        assert_eq!(e.oauth_code(), Some(&crate::error::OAuthErrorCode::AuthorizationPending));
+    }
+
+    /// PROTOCOL.md §12: a 503 with an HTML page is retryable, not a parse failure.
+    #[test]
+    fn html_5xx_is_unavailable() {
+        let mut r = resp(503, "text/html", "<html><body>Bad gateway</body></html>");
+        r.headers_mut().insert(RETRY_AFTER, "7".parse().unwrap());
+        let e = classify_oauth::<Ok1>(&r).unwrap_err();
+        assert_eq!(e, ResponseError::Unavailable { status: 503, retry_after: Some(Duration::from_secs(7)) });
+        assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn garbage_success_is_malformed_without_echoing_the_body() {
+        let r = resp(200, JSON, r#"{"a":"secret-token-value"}"#);
+        let e = classify_oauth::<Ok1>(&r).unwrap_err();
+        match e {
+            ResponseError::Malformed { detail, violation, .. } => {
+                assert_eq!(violation, PeerViolation::MalformedSuccessBody);
+                assert!(!detail.contains("secret-token-value"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(classify_oauth::<Ok1>(&resp(200, JSON, "not json")), Err(ResponseError::Malformed { .. })));
+    }
+
+    #[test]
+    fn api_problem_and_unknown_4xx() {
+        let r = resp(404, crate::error::PROBLEM_JSON, r#"{"type":"urn:roger:problem:not-found","status":404}"#);
+        match classify_api::<Ok1>(&r).unwrap_err() {
+            ResponseError::Problem { problem, .. } => assert_eq!(problem.roger_name(), Some("not-found")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            classify_api::<Ok1>(&resp(418, "text/plain", "teapot")).unwrap_err(),
+            ResponseError::UnexpectedStatus { status: 418, www_authenticate_error: None }
+        );
+        assert_eq!(classify_api::<Ok1>(&resp(200, JSON, r#"{"a":1,"z":2}"#)).unwrap(), Ok1 { a: 1 });
+    }
+
+    /// RFC 6750 §3: the `error` auth-param.
+    #[test]
+    fn www_authenticate_parsing() {
+        assert_eq!(
+            auth_param(r#"Bearer realm="roger", error="invalid_token""#, "error").as_deref(),
+            Some("invalid_token")
+        );
+        assert_eq!(
+            auth_param(r#"Bearer error=insufficient_scope, scope="a b""#, "error").as_deref(),
+            Some("insufficient_scope")
+        );
+        assert_eq!(auth_param(r#"Bearer realm="roger""#, "error"), None);
+        assert_eq!(auth_param(r#"Bearer xerror="no""#, "error"), None);
+    }
+
+    /// RFC 9110 §10.2.3: both forms of Retry-After.
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "120".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(120)));
+        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:30 GMT".parse().unwrap());
+        h.insert(http::header::DATE, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(30)));
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn lenient_seconds_accepts_strings() {
+        #[derive(Deserialize)]
+        struct T {
+            #[serde(deserialize_with = "lenient_seconds")]
+            e: u64,
+        }
+        assert_eq!(serde_json::from_str::<T>(r#"{"e":"3600"}"#).unwrap().e, 3600);
+        assert_eq!(serde_json::from_str::<T>(r#"{"e":3600}"#).unwrap().e, 3600);
+        assert_eq!(serde_json::from_str::<T>(r#"{"e":-5}"#).unwrap().e, 0);
+        assert!(serde_json::from_str::<T>(r#"{"e":"soon"}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"e":true}"#).is_err());
+    }
+}
