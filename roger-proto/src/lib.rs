@@ -18,9 +18,16 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod authorize;
+pub mod device_authorization;
+pub mod discovery;
 pub mod error;
+pub mod metadata;
 pub mod pkce;
+pub mod qr;
+pub mod revocation;
 pub mod secret;
+pub mod token;
 pub mod user_code;
 pub mod wire;
 

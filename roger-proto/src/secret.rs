@@ -138,6 +138,11 @@ secret_type!(
     BrokerPassword
 );
 secret_type!(
+    /// `verification_uri_complete` (RFC 8628 §3.2): it carries the user code, so it is handled like one; it is
+    /// drawn as the QR (that is its purpose) but never logged.
+    VerificationUriComplete
+);
+secret_type!(
     /// A CSRF token of the app login form (PROTOCOL.md §4).
     CsrfToken
 );
@@ -176,6 +181,7 @@ mod tests {
             (format!("{:?}", Pin::new("SECRET")), "Pin"),
             (format!("{:?}", BrokerPassword::new("SECRET")), "BrokerPassword"),
             (format!("{:?}", CsrfToken::new("SECRET")), "CsrfToken"),
+            (format!("{:?}", VerificationUriComplete::new("https://SECRET")), "VerificationUriComplete"),
         ];
         for (printed, name) in cases {
             assert_eq!(printed, format!("{name}([redacted])"));
