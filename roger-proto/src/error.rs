@@ -242,8 +242,8 @@ pub enum ResponseError {
     OAuth {
         /// HTTP status.
         status: u16,
-        /// The parsed error body.
-        body: OAuthErrorResponse,
+        /// The parsed error body (boxed to keep `Result<_, ResponseError>` small).
+        body: Box<OAuthErrorResponse>,
         /// `Retry-After`, if the server sent one.
         retry_after: Option<Duration>,
         /// The `error` parameter of `WWW-Authenticate`, if any (PROTOCOL.md §7).
@@ -254,8 +254,8 @@ pub enum ResponseError {
     Problem {
         /// HTTP status.
         status: u16,
-        /// The problem body.
-        problem: ProblemDetails,
+        /// The problem body (boxed to keep `Result<_, ResponseError>` small).
+        problem: Box<ProblemDetails>,
         /// `Retry-After`, if the server sent one (e.g. 429 on approvals).
         retry_after: Option<Duration>,
         /// The `error` parameter of `WWW-Authenticate` (RFC 6750 §3.1), if any.
@@ -399,14 +399,14 @@ mod tests {
         assert!(ResponseError::Unavailable { status: 429, retry_after: None }.is_retryable());
         let denied = ResponseError::OAuth {
             status: 400,
-            body: OAuthErrorResponse::new(OAuthErrorCode::AccessDenied),
+            body: Box::new(OAuthErrorResponse::new(OAuthErrorCode::AccessDenied)),
             retry_after: None,
             www_authenticate_error: None,
         };
         assert!(!denied.is_retryable());
         let unavailable = ResponseError::OAuth {
             status: 400,
-            body: OAuthErrorResponse::new(OAuthErrorCode::TemporarilyUnavailable),
+            body: Box::new(OAuthErrorResponse::new(OAuthErrorCode::TemporarilyUnavailable)),
             retry_after: None,
             www_authenticate_error: None,
         };
@@ -418,14 +418,14 @@ mod tests {
     fn token_rejected() {
         let e = ResponseError::OAuth {
             status: 401,
-            body: OAuthErrorResponse::new(OAuthErrorCode::InvalidClient),
+            body: Box::new(OAuthErrorResponse::new(OAuthErrorCode::InvalidClient)),
             retry_after: None,
             www_authenticate_error: Some("invalid_token".into()),
         };
         assert!(e.is_token_rejected());
         let e400 = ResponseError::OAuth {
             status: 400,
-            body: OAuthErrorResponse::new(OAuthErrorCode::InvalidClient),
+            body: Box::new(OAuthErrorResponse::new(OAuthErrorCode::InvalidClient)),
             retry_after: None,
             www_authenticate_error: None,
         };

@@ -18,15 +18,21 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod authorize;
 pub mod device_authorization;
 pub mod discovery;
 pub mod error;
+pub mod lifecycle;
 pub mod metadata;
 pub mod pkce;
+pub mod poller;
+pub mod push;
 pub mod qr;
 pub mod revocation;
 pub mod secret;
+pub mod shim;
+pub mod timing;
 pub mod token;
 pub mod user_code;
 pub mod wire;

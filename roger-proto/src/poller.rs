@@ -566,7 +566,7 @@ mod tests {
         p.poll_transmit(t).unwrap();
         let rejected = ResponseError::OAuth {
             status: 401,
-            body: crate::OAuthErrorResponse::new(OAuthErrorCode::InvalidClient),
+            body: Box::new(crate::OAuthErrorResponse::new(OAuthErrorCode::InvalidClient)),
             retry_after: None,
             www_authenticate_error: Some("invalid_token".into()),
         };

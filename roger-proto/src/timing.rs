@@ -25,6 +25,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// PROTOCOL.md §8 / R-QR-3: the MFP fetches the next session code 10 s before the current one expires.
 pub const QR_RENEW_AHEAD: Duration = Duration::from_secs(10);
 
+/// PROTOCOL.md §3: the default access-token lifetime, assumed when a server omits `expires_in`
+/// (RFC 6749 §5.1 makes it only RECOMMENDED).
+pub const DEFAULT_ACCESS_LIFETIME_SECS: u64 = 1200;
+
 /// R-TOK-1: "clients refresh ahead of expiry (at the latest when 10% of the lifetime is left)".
 pub const REFRESH_LATEST_FRACTION: f64 = 0.9;
 

@@ -261,7 +261,12 @@ fn classify<T: DeserializeOwned>(resp: &Response<Vec<u8>>, oauth: bool) -> Resul
         if let Ok(ErrorProbe { error: Some(serde_json::Value::String(_)) }) = serde_json::from_slice::<ErrorProbe>(body)
         {
             if let Ok(parsed) = serde_json::from_slice::<OAuthErrorResponse>(body) {
-                return Err(ResponseError::OAuth { status, body: parsed, retry_after, www_authenticate_error: www });
+                return Err(ResponseError::OAuth {
+                    status,
+                    body: Box::new(parsed),
+                    retry_after,
+                    www_authenticate_error: www,
+                });
             }
         }
     }
@@ -278,7 +283,12 @@ fn classify<T: DeserializeOwned>(resp: &Response<Vec<u8>>, oauth: bool) -> Resul
         None
     };
     if let Some(problem) = problem {
-        return Err(ResponseError::Problem { status, problem, retry_after, www_authenticate_error: www });
+        return Err(ResponseError::Problem {
+            status,
+            problem: Box::new(problem),
+            retry_after,
+            www_authenticate_error: www,
+        });
     }
     if status >= 500 || status == 429 || status == 408 {
         return Err(ResponseError::Unavailable { status, retry_after });
