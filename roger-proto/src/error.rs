@@ -353,6 +353,27 @@ impl ResponseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// RFC 6749 §5.2 error bodies round-trip, known and unknown codes alike.
+        #[test]
+        fn oauth_error_round_trip(code in "[a-z_]{1,24}", d in proptest::option::of("[ -~]{0,40}"), u in proptest::option::of("https://[a-z]{1,10}/[a-z]{0,10}")) {
+            let e = OAuthErrorResponse { error: OAuthErrorCode::parse(&code), error_description: d, error_uri: u };
+            let back: OAuthErrorResponse = serde_json::from_slice(&serde_json::to_vec(&e).unwrap()).unwrap();
+            prop_assert_eq!(back, e);
+        }
+
+        /// RFC 9457 problem details round-trip.
+        #[test]
+        fn problem_round_trip(name in "[a-z-]{1,20}", status in 400u16..600, detail in proptest::option::of(".{0,40}"), instance in proptest::option::of("/[a-z]{0,10}")) {
+            let mut p = ProblemDetails::roger(&name, status, "title");
+            p.detail = detail;
+            p.instance = instance;
+            let back: ProblemDetails = serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+            prop_assert_eq!(back, p);
+        }
+    }
 
     /// RFC 6749 §5.2 / RFC 8628 §3.5: known codes round-trip; unknown codes are kept.
     #[test]

@@ -14,6 +14,10 @@ pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_cod
 /// The Roger client-authentication method of PROTOCOL.md §7.
 pub const AUTH_METHOD_DEVICE_BEARER: &str = "roger_device_bearer";
 
+/// The major API version this crate speaks (`roger_api_version`; docs/protocol.md C8: a client refuses another
+/// major version).
+pub const API_MAJOR_VERSION: &str = "1";
+
 /// RFC 8414 §2 metadata with the Roger extensions. Unknown members are ignored (RFC 8414 §3.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationServerMetadata {
@@ -140,7 +144,7 @@ impl AuthorizationServerMetadata {
             token_endpoint_auth_methods_supported: vec!["none".into(), AUTH_METHOD_DEVICE_BEARER.into()],
             revocation_endpoint_auth_methods_supported: vec!["none".into(), AUTH_METHOD_DEVICE_BEARER.into()],
             scopes_supported: crate::token::scope::ALL.iter().map(|s| (*s).to_owned()).collect(),
-            roger_api_version: Some("1".into()),
+            roger_api_version: Some(API_MAJOR_VERSION.into()),
             roger_push: push.then(|| "amqp".into()),
         }
     }
@@ -168,6 +172,11 @@ impl AuthorizationServerMetadata {
             }
             Ok(url.to_owned())
         };
+        if let Some(v) = &self.roger_api_version {
+            if v.split('.').next() != Some(API_MAJOR_VERSION) {
+                return Err(MetadataError::Unsupported("a supported roger_api_version (major version 1)"));
+            }
+        }
         let revocation = match &self.revocation_endpoint {
             Some(r) => check("revocation_endpoint", r)?,
             None => format!("{expected}/oauth/revoke"),
@@ -226,6 +235,16 @@ mod tests {
         let plain = AuthorizationServerMetadata::for_api("http://127.0.0.1:9", false);
         assert!(plain.validate("http://127.0.0.1:9", TransportPolicy::TlsOnly).is_err());
         assert!(plain.validate("http://127.0.0.1:9", TransportPolicy::AllowLoopbackPlain).is_ok());
+    }
+
+    /// docs/protocol.md C8: another major API version is refused; a minor version is fine.
+    #[test]
+    fn api_version() {
+        let mut m = AuthorizationServerMetadata::for_api("https://a", false);
+        m.roger_api_version = Some("1.3".into());
+        assert!(m.validate("https://a", TransportPolicy::TlsOnly).is_ok());
+        m.roger_api_version = Some("2".into());
+        assert!(matches!(m.validate("https://a", TransportPolicy::TlsOnly), Err(MetadataError::Unsupported(_))));
     }
 
     #[test]

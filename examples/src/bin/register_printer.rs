@@ -1,0 +1,186 @@
+//! A vendor-style printer client that registers itself with a Roger server through roger-proto's async driver,
+//! and stays registered across restarts.
+//!
+//! ```text
+//! cargo run -p roger-examples --bin register_printer -- \
+//!     --discovery https://discovery.example [--region eu] [--ca ca.pem] [--state-dir ./printer-state] \
+//!     [--client-id emb-example] [--allow-loopback-http]
+//! ```
+//!
+//! What it shows, in the order a firmware engineer needs it:
+//! 1. discovery and RFC 8414 metadata, validated (R-DISC-2, R-META-1);
+//! 2. restoring the connection from the state directory (a power cycle keeps the registration);
+//! 3. otherwise a registration: the QR payload and the user code shown side by side (R-QR-1), polling per
+//!    RFC 8628 §3.5 handled by the state machine;
+//! 4. persisting the state the lifecycle hands out, atomically (write, fsync, rename), so a crash never leaves a
+//!    half-written file and the newest refresh token is never lost (R-TOK-2).
+//!
+//! Only roger-proto is used; to put it on your own HTTP stack, implement
+//! `roger_proto::driver::HttpTransport` (one async `send` method) instead of using `ReqwestTransport`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use roger_proto::discovery::TransportPolicy;
+use roger_proto::driver::reqwest_transport::ReqwestTransport;
+use roger_proto::driver::{Clock, Driver};
+use roger_proto::lifecycle::{Connection, ConnectionState, LifecycleConfig, LifecycleEvent, PersistedConnection};
+
+struct Args {
+    discovery: String,
+    region: Option<String>,
+    ca: Option<PathBuf>,
+    state_dir: PathBuf,
+    client_id: String,
+    policy: TransportPolicy,
+    timeout: Duration,
+}
+
+const USAGE: &str = "usage: register_printer --discovery URL [--region ID] [--ca PEM] [--state-dir DIR] \
+[--client-id emb-VENDOR] [--allow-loopback-http] [--timeout-secs N]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let mut out = Args {
+        discovery: String::new(),
+        region: None,
+        ca: None,
+        state_dir: PathBuf::from("printer-state"),
+        client_id: "emb-example".into(),
+        policy: TransportPolicy::TlsOnly,
+        timeout: Duration::from_secs(600),
+    };
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--discovery" => out.discovery = value("--discovery")?,
+            "--region" => out.region = Some(value("--region")?),
+            "--ca" => out.ca = Some(value("--ca")?.into()),
+            "--state-dir" => out.state_dir = value("--state-dir")?.into(),
+            "--client-id" => out.client_id = value("--client-id")?,
+            "--timeout-secs" => {
+                out.timeout = Duration::from_secs(value("--timeout-secs")?.parse().map_err(|_| "--timeout-secs: a number")?)
+            }
+            "--allow-loopback-http" => out.policy = TransportPolicy::AllowLoopbackPlain,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if out.discovery.is_empty() {
+        return Err(format!("--discovery is required\n{USAGE}"));
+    }
+    if !roger_proto::token::client_id::is_emb(&out.client_id) {
+        return Err(format!("--client-id must look like emb-<vendor>, got {:?}", out.client_id));
+    }
+    Ok(out)
+}
+
+/// Writes `value` so that a crash leaves either the old or the new file: write a temporary file, fsync it,
+/// rename it over the old one, fsync the directory.
+fn store_atomically(dir: &Path, value: &PersistedConnection) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join("connection.json.tmp");
+    let dst = dir.join("connection.json");
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &dst)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn load(dir: &Path) -> Result<Option<PersistedConnection>, String> {
+    match std::fs::read(dir.join("connection.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("state file unreadable: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read the state directory: {e}")),
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let ca = match &args.ca {
+        Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read CA {}: {e}", p.display()))?),
+        None => None,
+    };
+    let transport = ReqwestTransport::new(ca.as_deref()).map_err(|e| e.to_string())?;
+    let driver = Driver::new(transport);
+
+    let region = driver.discover(&args.discovery, args.region.as_deref(), args.policy).await.map_err(|e| e.to_string())?;
+    eprintln!("region {} ({}), API {}", region.id, region.name, region.api);
+    let endpoints = driver.metadata(&region.api, args.policy).await.map_err(|e| e.to_string())?;
+    eprintln!("metadata valid: issuer is the API origin (R-META-1)");
+
+    let config = LifecycleConfig::new(&args.client_id, "Example MFP", "EX-0001");
+    let now = driver.clock().now();
+    let mut connection = match load(&args.state_dir)? {
+        Some(saved) => {
+            eprintln!("restoring the saved connection from {}", args.state_dir.display());
+            Connection::restore(config, saved, now)
+        }
+        None => Connection::new(config),
+    };
+    if connection.state() == ConnectionState::Disconnected {
+        eprintln!("this printer was disconnected from its tenant; registering it again (a new device)");
+        connection.start_registration(now);
+    }
+
+    let mut store_error = None;
+    let give_up = driver.clock().now() + args.timeout;
+    let state_dir = args.state_dir.clone();
+    let result = driver
+        .run_lifecycle(
+            &endpoints,
+            &mut connection,
+            |event| match event {
+                LifecycleEvent::ShowRegistration { verification_uri_complete, user_code_display, .. } => {
+                    // A real panel draws the QR; R-QR-1 requires the user code beside it.
+                    println!("Scan to register this printer: {}", verification_uri_complete.secret());
+                    println!("or enter the code {user_code_display} at the verification page");
+                }
+                LifecycleEvent::Persist(value) => {
+                    if let Err(e) = store_atomically(&state_dir, value) {
+                        store_error = Some(e.to_string());
+                    }
+                }
+                LifecycleEvent::Registered { device_id, tenant_id } => {
+                    eprintln!("registered as device {device_id} in tenant {}", tenant_id.as_deref().unwrap_or("?"));
+                }
+                other => eprintln!("{other:?}"),
+            },
+            // Registered and holding a device token (a restored printer refreshes first).
+            |c, now| c.device_token(now).is_some(),
+            Some(give_up),
+        )
+        .await;
+    if let Some(e) = store_error {
+        return Err(format!("could not persist the connection: {e}"));
+    }
+    result.map_err(|e| e.to_string())?;
+    if let Some(value) = connection.persisted() {
+        store_atomically(&args.state_dir, &value).map_err(|e| e.to_string())?;
+    }
+    println!("device_id={}", connection.device_id().unwrap_or("?"));
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! An [`HttpTransport`] on `reqwest` with rustls and the `ring` crypto provider (feature `reqwest`).
+//!
+//! TLS 1.2 and 1.3 only, certificates always verified (the simulator's CA can be added as an extra root), no
+//! redirects followed, no cookies, no proxy from the environment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{Request, Response};
+
+use super::{HttpTransport, TransportError, TransportErrorKind};
+
+/// Installs `ring` as the process-wide rustls provider (one provider for the whole workspace). Idempotent:
+/// a second call, or a provider installed by someone else, is fine.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Builds a rustls client configuration: ring provider, TLS 1.2+ (RFC 9325), the webpki roots plus `extra_ca_pem`.
+pub fn rustls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, TransportError> {
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca_pem {
+        let mut added = 0;
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| TransportError::new(TransportErrorKind::Tls, format!("bad CA PEM: {e}")))?;
+            roots.add(cert).map_err(|e| TransportError::new(TransportErrorKind::Tls, format!("bad CA: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(TransportError::new(TransportErrorKind::Tls, "the CA file holds no certificate"));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TransportError::new(TransportErrorKind::Tls, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// The reqwest transport.
+#[derive(Debug, Clone)]
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+}
+
+impl ReqwestTransport {
+    /// A transport trusting the webpki roots and, if given, the PEM CA (e.g. the simulator's `ca` path).
+    pub fn new(extra_ca_pem: Option<&[u8]>) -> Result<Self, TransportError> {
+        let tls = rustls_config(extra_ca_pem)?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?;
+        Ok(Self { client })
+    }
+
+    /// Wraps an existing client (the caller vouches for its TLS settings).
+    pub fn from_client(client: reqwest::Client) -> Self {
+        Self { client }
+    }
+}
+
+fn classify(e: &reqwest::Error) -> TransportErrorKind {
+    use std::error::Error as _;
+    if e.is_timeout() {
+        return TransportErrorKind::Timeout;
+    }
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return TransportErrorKind::Tls;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) {
+                return TransportErrorKind::Tls;
+            }
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => TransportErrorKind::Connect,
+                std::io::ErrorKind::TimedOut => TransportErrorKind::Timeout,
+                _ => TransportErrorKind::Reset,
+            };
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        TransportErrorKind::Connect
+    } else if e.is_request() || e.is_body() {
+        TransportErrorKind::Reset
+    } else {
+        TransportErrorKind::Other
+    }
+}
+
+fn to_transport_error(e: reqwest::Error) -> TransportError {
+    // `without_url`: URLs can carry pre-authorised drive links (R-SEC-1).
+    let kind = classify(&e);
+    TransportError::new(kind, e.without_url().to_string())
+}
+
+#[async_trait]
+impl HttpTransport for ReqwestTransport {
+    async fn send(&self, request: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, TransportError> {
+        let request = reqwest::Request::try_from(request)
+            .map_err(|e| TransportError::new(TransportErrorKind::Other, e.without_url().to_string()))?;
+        let resp = self.client.execute(request).await.map_err(to_transport_error)?;
+        let mut builder = Response::builder().status(resp.status()).version(resp.version());
+        if let Some(h) = builder.headers_mut() {
+            *h = resp.headers().clone();
+        }
+        let body = resp.bytes().await.map_err(to_transport_error)?;
+        builder.body(body.to_vec()).map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))
+    }
+}
