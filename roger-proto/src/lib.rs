@@ -12,7 +12,8 @@
 //! * messages: [`discovery`], [`metadata`], [`authorize`], [`pkce`], [`device_authorization`], [`token`],
 //!   [`revocation`], [`api`], [`push`], [`qr`], [`user_code`], [`shim`], [`error`];
 //! * rules: [`timing`] (RFC 8628 §3.5 and PROTOCOL.md §12);
-//! * state machines: [`poller`] (device grant polling), [`lifecycle`] (MFP connection);
+//! * state machines: [`poller`] (device grant polling), [`lifecycle`] (MFP connection), [`panel`] (the
+//!   panel session with QR rotation);
 //! * [`secret`]: redacting, constant-time, zeroizing newtypes for every credential (R-SEC-1).
 //!
 //! The `driver` module exists with the `driver` feature (an async transport trait and loops); `reqwest` adds a
@@ -68,6 +69,7 @@ pub mod driver;
 pub mod error;
 pub mod lifecycle;
 pub mod metadata;
+pub mod panel;
 pub mod pkce;
 pub mod poller;
 pub mod push;

@@ -527,7 +527,7 @@ impl Connection {
         let (Some(refresh_token), Some(device_id)) = (t.refresh_token, t.device_id) else {
             return self.registration_failed(RegistrationFailure::IncompleteGrant);
         };
-        let lifetime = Duration::from_secs(t.expires_in.unwrap_or(crate::timing::DEFAULT_ACCESS_LIFETIME_SECS));
+        let lifetime = timing::lifetime(t.expires_in);
         let c = Connected {
             device_id: device_id.clone(),
             tenant_id: t.tenant_id.clone(),
@@ -548,7 +548,7 @@ impl Connection {
         let Inner::Connected(c) = &mut self.inner else { return };
         match result {
             Ok(t) => {
-                let lifetime = Duration::from_secs(t.expires_in.unwrap_or(crate::timing::DEFAULT_ACCESS_LIFETIME_SECS));
+                let lifetime = timing::lifetime(t.expires_in);
                 if let Some(rt) = t.refresh_token {
                     // R-TOK-2: keep only the newest.
                     c.refresh_token = rt;

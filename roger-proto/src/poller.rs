@@ -183,7 +183,7 @@ impl DevicePoller {
             client_id: client_id.to_owned(),
             config,
             interval,
-            expires_at: now + Duration::from_secs(auth.expires_in),
+            expires_at: now + Duration::from_secs(auth.expires_in).min(timing::MAX_LIFETIME),
             last_ref: now,
             polled_once: false,
             wait: interval,

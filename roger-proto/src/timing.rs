@@ -25,6 +25,20 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// PROTOCOL.md §8 / R-QR-3: the MFP fetches the next session code 10 s before the current one expires.
 pub const QR_RENEW_AHEAD: Duration = Duration::from_secs(10);
 
+/// Largest polling interval this crate uses (a server sending more, or many `slow_down`s, is capped here so a
+/// hostile answer cannot push time arithmetic out of range).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Largest code or token lifetime this crate believes (a day for codes is already far beyond PROTOCOL.md §3;
+/// tokens are capped at the 90-day refresh lifetime). Larger `expires_in` values are capped, never trusted to
+/// overflow an `Instant`.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// A server's `expires_in`, capped at [`MAX_LIFETIME`]; `None` means the PROTOCOL.md §3 default of 1200 s.
+pub fn lifetime(expires_in: Option<u64>) -> Duration {
+    Duration::from_secs(expires_in.unwrap_or(DEFAULT_ACCESS_LIFETIME_SECS)).min(MAX_LIFETIME)
+}
+
 /// PROTOCOL.md §3: the default access-token lifetime, assumed when a server omits `expires_in`
 /// (RFC 6749 §5.1 makes it only RECOMMENDED).
 pub const DEFAULT_ACCESS_LIFETIME_SECS: u64 = 1200;
@@ -37,13 +51,14 @@ pub const REFRESH_LATEST_FRACTION: f64 = 0.9;
 pub fn effective_interval(interval_secs: Option<u64>) -> Duration {
     match interval_secs {
         None => DEFAULT_INTERVAL,
-        Some(s) => Duration::from_secs(s).max(MIN_INTERVAL),
+        Some(s) => Duration::from_secs(s).clamp(MIN_INTERVAL, MAX_INTERVAL),
     }
 }
 
-/// RFC 8628 §3.5 `slow_down`: the interval grows by 5 s for this and all subsequent requests (it never shrinks).
+/// RFC 8628 §3.5 `slow_down`: the interval grows by 5 s for this and all subsequent requests (it never shrinks;
+/// it stops growing at [`MAX_INTERVAL`]).
 pub fn after_slow_down(interval: Duration) -> Duration {
-    interval.saturating_add(SLOW_DOWN_STEP)
+    interval.saturating_add(SLOW_DOWN_STEP).min(MAX_INTERVAL.max(interval))
 }
 
 /// PROTOCOL.md §12: after a connection failure or a 5xx the client doubles its wait until the next answer.
@@ -112,6 +127,9 @@ mod tests {
         assert_eq!(effective_interval(Some(0)), S(1));
         assert_eq!(effective_interval(Some(1)), S(1));
         assert_eq!(effective_interval(Some(7)), S(7));
+        assert_eq!(effective_interval(Some(u64::MAX)), MAX_INTERVAL);
+        assert_eq!(lifetime(Some(u64::MAX)), MAX_LIFETIME);
+        assert_eq!(lifetime(None), S(1200));
     }
 
     /// RFC 8628 §3.5: slow_down adds 5 s.
@@ -175,7 +193,10 @@ mod tests {
     proptest! {
         #[test]
         fn slow_down_never_decreases(i in 0u64..1_000_000) {
-            prop_assert!(after_slow_down(S(i)) > S(i));
+            prop_assert!(after_slow_down(S(i)) >= S(i));
+            if S(i) + SLOW_DOWN_STEP <= MAX_INTERVAL {
+                prop_assert_eq!(after_slow_down(S(i)), S(i) + SLOW_DOWN_STEP);
+            }
         }
 
         #[test]
