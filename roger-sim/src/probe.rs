@@ -166,7 +166,11 @@ async fn metadata_checks(
     let has = |list: &[String], v: &str| list.iter().any(|x| x == v);
     out.push(check(
         &id("rfc7636/4.2/s256-offered"),
-        if meta.supports_s256() { Verdict::Pass } else { Verdict::Fail("code_challenge_methods_supported lacks S256".into()) },
+        if meta.supports_s256() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail("code_challenge_methods_supported lacks S256".into())
+        },
     ));
     for grant in ["authorization_code", GRANT_DEVICE_CODE, "password", "refresh_token"] {
         out.push(check(

@@ -60,7 +60,8 @@ fn parse_args() -> Result<Args, String> {
             "--state-dir" => out.state_dir = value("--state-dir")?.into(),
             "--client-id" => out.client_id = value("--client-id")?,
             "--timeout-secs" => {
-                out.timeout = Duration::from_secs(value("--timeout-secs")?.parse().map_err(|_| "--timeout-secs: a number")?)
+                out.timeout =
+                    Duration::from_secs(value("--timeout-secs")?.parse().map_err(|_| "--timeout-secs: a number")?)
             }
             "--allow-loopback-http" => out.policy = TransportPolicy::AllowLoopbackPlain,
             "-h" | "--help" => return Err(USAGE.into()),
@@ -109,7 +110,8 @@ async fn run(args: Args) -> Result<(), String> {
     let transport = ReqwestTransport::new(ca.as_deref()).map_err(|e| e.to_string())?;
     let driver = Driver::new(transport);
 
-    let region = driver.discover(&args.discovery, args.region.as_deref(), args.policy).await.map_err(|e| e.to_string())?;
+    let region =
+        driver.discover(&args.discovery, args.region.as_deref(), args.policy).await.map_err(|e| e.to_string())?;
     eprintln!("region {} ({}), API {}", region.id, region.name, region.api);
     let endpoints = driver.metadata(&region.api, args.policy).await.map_err(|e| e.to_string())?;
     eprintln!("metadata valid: issuer is the API origin (R-META-1)");
