@@ -284,6 +284,9 @@ pub enum PanelError {
     /// A PIN entry is already being checked.
     #[error("a PIN entry is already being checked")]
     PinInProgress,
+    /// The printer is not connected to a tenant (unregistered or disconnected, R-TOK-4): no user login.
+    #[error("the printer is not connected to a tenant")]
+    NotConnected,
 }
 
 /// When a request is to be sent, or where it stands.
@@ -2139,6 +2142,7 @@ mod tests {
                             Err(PanelError::WrongUser) => assert_ne!(h.p.state(), PanelState::Idle),
                             Err(PanelError::UsernameRequired) => assert!(user.is_none()),
                             Err(PanelError::PinInProgress) => assert!(before),
+                            Err(PanelError::NotConnected) => panic!("the panel itself never reports NotConnected"),
                         }
                         assert_eq!(h.p.holds_password(), h.pin_open);
                     }

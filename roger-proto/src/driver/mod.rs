@@ -21,6 +21,7 @@ use crate::poller::{DevicePoller, PollResult, PollerEvent};
 use crate::secret::AccessToken;
 use crate::ResponseError;
 
+pub mod mfp;
 #[cfg(feature = "reqwest")]
 pub mod reqwest_transport;
 
