@@ -200,6 +200,8 @@ struct Connected {
     failures: u32,
     /// A `device.disconnected` push is being confirmed.
     confirming_removal: bool,
+    /// The server's last `Retry-After` ends here: even an urgent refresh waits for it (PROTOCOL.md §12).
+    not_before: Instant,
 }
 
 #[derive(Debug)]
@@ -252,6 +254,7 @@ impl Connection {
                 refresh_at: now,
                 failures: 0,
                 confirming_removal: false,
+                not_before: now,
             }),
             PersistedConnection::Disconnected { device_id, reason } => Inner::Disconnected { device_id, reason },
         };
@@ -328,7 +331,8 @@ impl Connection {
         if let Inner::Connected(c) = &mut self.inner {
             c.access = None;
             if self.in_flight != InFlight::Refresh {
-                c.refresh_at = c.refresh_at.min(now);
+                // R-TOK-1 asks for a refresh now, but a server that said `Retry-After` is not asked earlier.
+                c.refresh_at = c.refresh_at.min(now.max(c.not_before));
                 c.failures = 0;
             }
         }
@@ -514,6 +518,9 @@ impl Connection {
                 self.registration_failed(RegistrationFailure::Refused(Some(OAuthErrorCode::InvalidGrant)))
             }
             PollResult::Failed(e) => self.registration_failed(RegistrationFailure::Refused(e.oauth_code().cloned())),
+            PollResult::ClientRejected => {
+                self.registration_failed(RegistrationFailure::Refused(Some(OAuthErrorCode::InvalidClient)))
+            }
             PollResult::Cancelled => self.inner = Inner::Unregistered,
         }
     }
@@ -536,6 +543,7 @@ impl Connection {
             refresh_at: now + timing::refresh_after(lifetime, self.config.refresh_fraction),
             failures: 0,
             confirming_removal: false,
+            not_before: now,
         };
         self.inner = Inner::Connected(c);
         self.events.push_back(LifecycleEvent::Registered { device_id, tenant_id: t.tenant_id });
@@ -581,6 +589,7 @@ impl Connection {
             c.failures = c.failures.saturating_add(1);
             c.refresh_at =
                 now + timing::wait_with_retry_after(timing::backoff_wait(RETRY_BASE, c.failures), retry_after);
+            c.not_before = now + retry_after.unwrap_or_default();
         }
     }
 
@@ -739,6 +748,37 @@ mod tests {
         c.request_fresh_device_token(t);
         assert_eq!(c.device_token(t), None);
         assert!(matches!(c.poll_transmit(t), Some(LifecycleTransmit::Refresh(_))));
+    }
+
+    /// PROTOCOL.md §12: a refused-token report does not jump over the server's Retry-After.
+    #[test]
+    fn urgent_refresh_respects_retry_after() {
+        let t0 = Instant::now();
+        let (mut c, t1) = registered(t0);
+        drain(&mut c);
+        let t = t1 + s(80);
+        c.poll_transmit(t).unwrap();
+        let limited = Response::builder().status(429).header("retry-after", "120").body(Vec::new()).unwrap();
+        c.handle_response(t, &limited);
+        c.request_fresh_device_token(t + s(1));
+        assert!(c.poll_transmit(t + s(60)).is_none());
+        assert!(matches!(c.poll_transmit(t + s(120)), Some(LifecycleTransmit::Refresh(_))));
+    }
+
+    /// RFC 6749 §5.2: a registration poll answered 401 invalid_client ends the attempt (it is not device-bound).
+    #[test]
+    fn registration_poll_invalid_client_fails() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(LifecycleConfig::new("emb-acme", "MX-1", "SN1"));
+        c.start_registration(t0);
+        c.poll_transmit(t0).unwrap();
+        c.handle_response(t0, &code_answer());
+        c.poll_transmit(t0 + s(5)).unwrap();
+        c.handle_response(t0 + s(5), &resp(401, r#"{"error":"invalid_client"}"#));
+        assert_eq!(c.state(), ConnectionState::Unregistered);
+        assert!(drain(&mut c).contains(&LifecycleEvent::RegistrationFailed(RegistrationFailure::Refused(Some(
+            OAuthErrorCode::InvalidClient
+        )))));
     }
 
     /// R-DEV-1: a lost registration answer is re-polled with the same device code.

@@ -984,7 +984,7 @@ impl PanelSession {
                 }
                 self.fetch_code_now(now);
             }
-            PollResult::Failed(_) => {
+            PollResult::Failed(_) | PollResult::ClientRejected => {
                 self.current = None;
                 if self.next.is_none() {
                     self.events.push_back(PanelEvent::QrExpired);

@@ -122,6 +122,9 @@ pub enum PollResult {
     InvalidGrant,
     /// Another definite error.
     Failed(ResponseError),
+    /// `401 invalid_client` on a poll that carried no device token (registration, desktop login): the client id
+    /// itself is refused (RFC 6749 §5.2), and nobody can fix that by refreshing.
+    ClientRejected,
     /// The owner abandoned the flow ([`DevicePoller::cancel`]).
     Cancelled,
 }
@@ -301,6 +304,9 @@ impl DevicePoller {
                 self.wait = timing::wait_with_retry_after(self.interval, retry_after);
             }
             PollOutcome::Transient { retry_after } => self.failed(retry_after),
+            PollOutcome::DeviceTokenRejected if !self.config.device_bound => {
+                return self.finish(PollResult::ClientRejected)
+            }
             PollOutcome::DeviceTokenRejected => {
                 self.token_failures = self.token_failures.saturating_add(1);
                 self.failures = 0;
@@ -339,7 +345,7 @@ impl DevicePoller {
     /// A push doorbell (`code.approved` / `code.denied` for this request): poll at the earliest moment the
     /// interval allows (PROTOCOL.md §8). Never earlier (R-POLL-1).
     pub fn handle_doorbell(&mut self, now: Instant) {
-        if self.phase == Phase::Waiting || self.phase == Phase::InFlight {
+        if self.phase != Phase::Done {
             self.doorbell = true;
         }
         self.handle_timeout(now);
@@ -579,6 +585,17 @@ mod tests {
         assert!(p.poll_transmit(t + s(5)).is_some());
         let req = p.request("https://a/oauth/token", Some(&AccessToken::new("fresh"))).unwrap();
         assert_eq!(req.headers()[http::header::AUTHORIZATION], "Bearer fresh");
+    }
+
+    /// RFC 6749 §5.2: invalid_client on a poll without a device token ends the flow (nothing to refresh).
+    #[test]
+    fn invalid_client_without_device_binding_ends() {
+        let t0 = Instant::now();
+        let mut p = DevicePoller::new(t0, &auth(Some(5), 600), "emb-x", PollerConfig::default());
+        p.poll_transmit(t0 + s(5)).unwrap();
+        p.handle_outcome(t0 + s(5), PollOutcome::DeviceTokenRejected);
+        assert_eq!(p.poll_event(), Some(PollerEvent::Finished));
+        assert_eq!(p.take_result(), Some(PollResult::ClientRejected));
     }
 
     /// Classification of real answers (RFC 8628 §3.5, PROTOCOL.md §12).
