@@ -76,6 +76,8 @@ pub mod push;
 pub mod qr;
 pub mod revocation;
 pub mod secret;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod shim;
 pub mod timing;
 pub mod token;

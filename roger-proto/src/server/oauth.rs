@@ -1,0 +1,1170 @@
+//! The OAuth side of the server core: the device authorization endpoint (RFC 8628 §3.1–3.2), the token endpoint
+//! for the authorization-code + PKCE, device-code, password and refresh grants, device-bound client
+//! authentication (PROTOCOL.md §7), revocation (RFC 7009), bearer authentication of API calls (RFC 6750), the app
+//! login (PROTOCOL.md §4), and code approvals (PROTOCOL.md §5.3, RFC 8628 §5.1).
+
+use time::{Duration, OffsetDateTime};
+
+use super::mint::{SecretHash, SecretKind};
+use super::model::*;
+use super::settings::{DEVICE_CODE_GRACE_SECS, PREVIOUS_REFRESH_GRACE_SECS};
+use super::{ApiFailure, OAuthFailure, Principal, ServerCore};
+use crate::api::{CodeKind as WireCodeKind, CodeLookup};
+use crate::authorize::{LoginForm, MOBILE_REDIRECT_URI};
+use crate::device_authorization::{DeviceAuthorizationRequest, DeviceAuthorizationResponse};
+use crate::error::OAuthErrorCode as E;
+use crate::push::{Id, PushEvent, PushTarget};
+use crate::revocation::RevocationRequest;
+use crate::secret::{AccessToken, DeviceCode, RefreshToken, UserCode, VerificationUriComplete};
+use crate::token::{client_id, scope, TokenRequest, TokenResponse, TokenUser};
+
+/// The public clients of PROTOCOL.md §3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// `emb-<vendor>`.
+    Mfp,
+    /// `roger-mobile`.
+    Mobile,
+    /// `roger-desktop`.
+    Desktop,
+}
+
+/// Classifies a `client_id`; `None` for clients the server does not know.
+pub fn client_kind(id: &str) -> Option<ClientKind> {
+    match id {
+        client_id::MOBILE => Some(ClientKind::Mobile),
+        client_id::DESKTOP => Some(ClientKind::Desktop),
+        _ if client_id::is_emb(id) => Some(ClientKind::Mfp),
+        _ => None,
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value (RFC 6750 §2.1; the scheme is case-insensitive).
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
+}
+
+/// Why an app login (`POST /oauth/authorize`) did not produce a code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginFailure {
+    /// The request itself is wrong (client, redirect URI, PKCE method): show an error page, never redirect
+    /// (RFC 6749 §4.1.2.1: not to an unverified redirect URI).
+    #[error("invalid authorization request: {0}")]
+    InvalidRequest(&'static str),
+    /// Tenant, user name or password wrong, or the user locked out: the form again, with one generic message
+    /// (R-PWD-2: identical for every cause).
+    #[error("the tenant, user name or password is wrong")]
+    BadCredentials,
+}
+
+fn unix(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 2).min(100 * 365 * 24 * 3600))
+}
+
+impl ServerCore {
+    // -------------------------------------------------------------------------------------------------------------
+    // Device-bound client authentication (PROTOCOL.md §7) and bearer authentication (RFC 6750)
+    // -------------------------------------------------------------------------------------------------------------
+
+    fn live_access(&self, now: OffsetDateTime, token: &str) -> Option<&AccessRecord> {
+        self.state.access.get(&SecretHash::of(token)).filter(|a| a.expires > now)
+    }
+
+    /// PROTOCOL.md §7: `Authorization: Bearer <roger.device token>` and `client_id` equal to the client the device
+    /// registered with. Missing, expired, revoked, wrong-scope or mismatched → 401 `invalid_client` with
+    /// `WWW-Authenticate: Bearer realm="roger", error="invalid_token"`.
+    pub fn device_client(
+        &self,
+        now: OffsetDateTime,
+        authorization: Option<&str>,
+        client: &str,
+    ) -> Result<Device, OAuthFailure> {
+        let token = authorization
+            .and_then(bearer_token)
+            .ok_or_else(|| OAuthFailure::device_auth("device-bound client authentication is required"))?;
+        let a = self
+            .live_access(now, token)
+            .ok_or_else(|| OAuthFailure::device_auth("the device token is invalid or expired"))?;
+        let Subject::Device { device_id } = &a.subject else {
+            return Err(OAuthFailure::device_auth("not a device token"));
+        };
+        if !scope::contains(&a.scope, scope::DEVICE) {
+            return Err(OAuthFailure::device_auth("the token lacks roger.device"));
+        }
+        if a.client_id != client {
+            return Err(OAuthFailure::device_auth("client_id does not match the device's client"));
+        }
+        self.state.devices.get(device_id).cloned().ok_or_else(|| OAuthFailure::device_auth("the device was removed"))
+    }
+
+    /// RFC 6750: authenticates an API call from its `Authorization` header value.
+    pub fn authenticate(&self, now: OffsetDateTime, authorization: Option<&str>) -> Result<Principal, ApiFailure> {
+        let Some(header) = authorization else { return Err(ApiFailure::no_credentials()) };
+        let token = bearer_token(header).ok_or_else(ApiFailure::invalid_token)?;
+        let a = self.live_access(now, token).ok_or_else(ApiFailure::invalid_token)?;
+        if let Subject::Device { device_id } = &a.subject {
+            if !self.state.devices.contains_key(device_id) {
+                return Err(ApiFailure::invalid_token());
+            }
+        }
+        Ok(Principal {
+            token: a.hash.clone(),
+            client_id: a.client_id.clone(),
+            tenant: a.tenant.clone(),
+            subject: a.subject.clone(),
+            scope: a.scope.clone(),
+            family: a.family.clone(),
+        })
+    }
+
+    // -------------------------------------------------------------------------------------------------------------
+    // Minting
+    // -------------------------------------------------------------------------------------------------------------
+
+    fn mint_access(
+        &mut self,
+        now: OffsetDateTime,
+        client: &str,
+        tenant: &str,
+        subject: Subject,
+        scope: &str,
+        family: Option<String>,
+    ) -> (AccessToken, u64) {
+        let lifetime = self.settings(tenant).access_token_secs;
+        let (plain, hash) = self.minter.secret(SecretKind::AccessToken);
+        self.put_access(AccessRecord {
+            hash,
+            client_id: client.into(),
+            tenant: tenant.into(),
+            subject,
+            scope: scope.into(),
+            expires: now + secs(lifetime),
+            family,
+        });
+        (AccessToken::new(plain), lifetime)
+    }
+
+    fn new_family(
+        &mut self,
+        now: OffsetDateTime,
+        client: &str,
+        tenant: &str,
+        subject: Subject,
+        scope: &str,
+    ) -> (RefreshToken, String) {
+        let (plain, hash) = self.minter.secret(SecretKind::RefreshToken);
+        let id = self.minter.id("fam");
+        let lifetime = self.settings(tenant).refresh_token_secs;
+        self.put_family(RefreshFamily {
+            id: id.clone(),
+            client_id: client.into(),
+            tenant: tenant.into(),
+            subject,
+            scope: scope.into(),
+            current: hash,
+            previous: None,
+            previous_until: None,
+            retired: Vec::new(),
+            expires: now + secs(lifetime),
+            revoked: false,
+        });
+        (RefreshToken::new(plain), id)
+    }
+
+    fn token_user(&self, user_id: &str) -> Option<TokenUser> {
+        self.state.users.get(user_id).map(|u| TokenUser {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            email: u.email.clone(),
+        })
+    }
+
+    // -------------------------------------------------------------------------------------------------------------
+    // Device authorization endpoint (RFC 8628 §3.1–3.2)
+    // -------------------------------------------------------------------------------------------------------------
+
+    /// `POST /oauth/device_authorization`: registration (`emb-*`, `roger.device`, no authentication), session
+    /// code (`emb-*`, `roger.release`, device-bound, PROTOCOL.md §8), desktop login (`roger-desktop`, `roger.app`).
+    pub fn device_authorization(
+        &mut self,
+        now: OffsetDateTime,
+        req: &DeviceAuthorizationRequest,
+        authorization: Option<&str>,
+    ) -> Result<DeviceAuthorizationResponse, OAuthFailure> {
+        let kind =
+            client_kind(&req.client_id).ok_or_else(|| OAuthFailure::bad(E::InvalidClient, "unknown client_id"))?;
+        let (code_kind, device, lifetime, interval) = match (kind, req.scope.as_str()) {
+            (ClientKind::Mfp, scope::DEVICE) => {
+                (CodeKind::Registration, None, self.defaults.registration_code_secs, self.defaults.interval_secs)
+            }
+            (ClientKind::Mfp, scope::RELEASE) => {
+                let d = self.device_client(now, authorization, &req.client_id)?;
+                let s = self.settings(&d.tenant);
+                (CodeKind::Session, Some(d), s.session_code_secs, s.interval_secs)
+            }
+            (ClientKind::Desktop, scope::APP) => {
+                (CodeKind::Desktop, None, self.defaults.desktop_code_secs, self.defaults.interval_secs)
+            }
+            _ => return Err(OAuthFailure::bad(E::InvalidScope, "this client may not request this scope here")),
+        };
+        let (device_code, hash) = self.minter.secret(SecretKind::DeviceCode);
+        let mut user_code = self.minter.user_code();
+        while self.user_codes.contains_key(&user_code) {
+            user_code = self.minter.user_code();
+        }
+        let request_id = self.minter.id("req");
+        let interval = interval.max(1);
+        self.put_code(DeviceCodeRecord {
+            hash,
+            user_code: user_code.clone(),
+            kind: code_kind,
+            client_id: req.client_id.clone(),
+            scope: req.scope.clone(),
+            device_id: device.as_ref().map(|d| d.id.clone()),
+            tenant: device.as_ref().map(|d| d.tenant.clone()),
+            model: req.device_model.clone().or_else(|| device.as_ref().and_then(|d| d.model.clone())),
+            serial: req.device_serial.clone().or_else(|| device.as_ref().and_then(|d| d.serial.clone())),
+            request_id: request_id.clone(),
+            created: now,
+            expires: now + secs(lifetime),
+            interval,
+            last_poll: None,
+            state: CodeState::Pending,
+        });
+        let user_code = UserCode::new(user_code);
+        Ok(DeviceAuthorizationResponse {
+            device_code: DeviceCode::new(device_code),
+            verification_uri: format!("{}{}", self.api, crate::qr::VERIFICATION_PATH),
+            verification_uri_complete: Some(VerificationUriComplete::new(crate::qr::verification_uri_complete(
+                &self.api, &user_code,
+            ))),
+            user_code,
+            expires_in: lifetime,
+            interval: Some(interval),
+            request_id: Some(request_id),
+        })
+    }
+
+    // -------------------------------------------------------------------------------------------------------------
+    // Token endpoint
+    // -------------------------------------------------------------------------------------------------------------
+
+    /// `POST /oauth/token`. `authorization` is the request's `Authorization` header (device-bound grants).
+    pub fn token(
+        &mut self,
+        now: OffsetDateTime,
+        req: TokenRequest,
+        authorization: Option<&str>,
+    ) -> Result<TokenResponse, OAuthFailure> {
+        if client_kind(req.client_id()).is_none() {
+            return Err(if authorization.is_some() {
+                OAuthFailure::device_auth("unknown client_id")
+            } else {
+                OAuthFailure::bad(E::InvalidClient, "unknown client_id")
+            });
+        }
+        match req {
+            TokenRequest::DeviceCode { device_code, client_id } => {
+                self.device_code_grant(now, &device_code, &client_id, authorization)
+            }
+            TokenRequest::RefreshToken { refresh_token, scope, client_id } => {
+                self.refresh_grant(now, &refresh_token, scope.as_deref(), &client_id)
+            }
+            TokenRequest::Password { username, password, scope, client_id } => {
+                self.password_grant(now, &username, password.secret(), &scope, &client_id, authorization)
+            }
+            TokenRequest::AuthorizationCode { code, redirect_uri, code_verifier, client_id } => {
+                self.authorization_code_grant(now, code.secret(), &redirect_uri, code_verifier.secret(), &client_id)
+            }
+        }
+    }
+
+    /// RFC 8628 §3.4–3.5 with the polling rules of PROTOCOL.md §5.4/§12 and the one-shot rule R-DEV-1.
+    fn device_code_grant(
+        &mut self,
+        now: OffsetDateTime,
+        device_code: &DeviceCode,
+        client: &str,
+        authorization: Option<&str>,
+    ) -> Result<TokenResponse, OAuthFailure> {
+        let hash = SecretHash::of(device_code.secret());
+        let Some(mut rec) = self.state.codes.get(&hash).cloned() else {
+            return Err(OAuthFailure::bad(E::InvalidGrant, "unknown device code"));
+        };
+        if rec.client_id != client {
+            return Err(OAuthFailure::bad(E::InvalidGrant, "the device code was issued to another client"));
+        }
+        if rec.kind == CodeKind::Session {
+            let d = self.device_client(now, authorization, client)?;
+            if rec.device_id.as_deref() != Some(d.id.as_str()) {
+                return Err(OAuthFailure::bad(E::InvalidGrant, "the device code belongs to another device"));
+            }
+        }
+        // PROTOCOL.md §5.4 / §12: a poll earlier than interval − 0.5 s after the previous poll of this code gets
+        // slow_down, and the code's interval grows by 5 s for good (RFC 8628 §3.5). Every poll counts, a
+        // re-sent one too.
+        let previous = rec.last_poll.replace(now);
+        if let Some(prev) = previous {
+            let gap = now - prev;
+            let gap = std::time::Duration::from_millis(u64::try_from(gap.whole_milliseconds().max(0)).unwrap_or(0));
+            if crate::timing::is_too_early(gap, std::time::Duration::from_secs(rec.interval)) {
+                rec.interval = rec.interval.saturating_add(5);
+                self.put_code(rec);
+                return Err(OAuthFailure::bad(E::SlowDown, "polling too fast; the interval grew by 5 seconds"));
+            }
+        }
+        match rec.state.clone() {
+            CodeState::Redeemed { at, user, device_id, access, family } => {
+                // R-DEV-1: a repeat within 30 s of the success (a lost answer) mints a fresh pair for the same
+                // subject and revokes the first pair; later repeats get invalid_grant.
+                if unix(now) - unix(at) > DEVICE_CODE_GRACE_SECS {
+                    self.put_code(rec);
+                    return Err(OAuthFailure::bad(E::InvalidGrant, "the device code was already used"));
+                }
+                self.delete_access(&access);
+                if let Some(f) = &family {
+                    self.revoke_family(f);
+                }
+                self.redeem(now, rec, &user, device_id)
+            }
+            _ if now >= rec.expires => {
+                self.put_code(rec);
+                Err(OAuthFailure::bad(E::ExpiredToken, "the device code expired"))
+            }
+            CodeState::Pending => {
+                self.put_code(rec);
+                Err(OAuthFailure::bad(E::AuthorizationPending, "waiting for the user"))
+            }
+            CodeState::Denied => {
+                self.put_code(rec);
+                Err(OAuthFailure::bad(E::AccessDenied, "the request was denied"))
+            }
+            CodeState::Approved { user } => self.redeem(now, rec, &user, None),
+        }
+    }
+
+    /// Mints what an approved code grants and marks it redeemed (remembering the pair for R-DEV-1).
+    fn redeem(
+        &mut self,
+        now: OffsetDateTime,
+        mut rec: DeviceCodeRecord,
+        user_id: &str,
+        existing_device: Option<String>,
+    ) -> Result<TokenResponse, OAuthFailure> {
+        let Some(user) = self.state.users.get(user_id).cloned() else {
+            return Err(OAuthFailure::bad(E::InvalidGrant, "the approving user no longer exists"));
+        };
+        let (response, access_hash, family, device_id) = match rec.kind {
+            CodeKind::Registration => {
+                let device_id = match existing_device {
+                    Some(d) if self.state.devices.contains_key(&d) => d,
+                    _ => {
+                        let id = self.minter.id("dev");
+                        self.put_device(Device {
+                            id: id.clone(),
+                            tenant: user.tenant.clone(),
+                            client_id: rec.client_id.clone(),
+                            model: rec.model.clone(),
+                            serial: rec.serial.clone(),
+                            job_url: None,
+                            created: now,
+                        });
+                        id
+                    }
+                };
+                let subject = Subject::Device { device_id: device_id.clone() };
+                let (rt, fam) = self.new_family(now, &rec.client_id, &user.tenant, subject.clone(), scope::DEVICE);
+                let (at, lifetime) =
+                    self.mint_access(now, &rec.client_id, &user.tenant, subject, scope::DEVICE, Some(fam.clone()));
+                let hash = SecretHash::of(at.secret());
+                let resp = TokenResponse {
+                    access_token: at,
+                    token_type: "Bearer".into(),
+                    expires_in: Some(lifetime),
+                    refresh_token: Some(rt),
+                    scope: Some(scope::DEVICE.into()),
+                    device_id: Some(device_id.clone()),
+                    tenant_id: Some(user.tenant.clone()),
+                    user: None,
+                };
+                (resp, hash, Some(fam), Some(device_id))
+            }
+            CodeKind::Session => {
+                let device_id = rec.device_id.clone();
+                let subject = Subject::User { user_id: user.id.clone(), device_id: device_id.clone() };
+                let (at, lifetime) = self.mint_access(now, &rec.client_id, &user.tenant, subject, scope::RELEASE, None);
+                let hash = SecretHash::of(at.secret());
+                let resp = TokenResponse {
+                    access_token: at,
+                    token_type: "Bearer".into(),
+                    expires_in: Some(lifetime),
+                    refresh_token: None,
+                    scope: Some(scope::RELEASE.into()),
+                    device_id: device_id.clone(),
+                    tenant_id: Some(user.tenant.clone()),
+                    user: self.token_user(&user.id),
+                };
+                (resp, hash, None, None)
+            }
+            CodeKind::Desktop => {
+                let subject = Subject::User { user_id: user.id.clone(), device_id: None };
+                let (rt, fam) = self.new_family(now, &rec.client_id, &user.tenant, subject.clone(), scope::APP);
+                let (at, lifetime) =
+                    self.mint_access(now, &rec.client_id, &user.tenant, subject, scope::APP, Some(fam.clone()));
+                let hash = SecretHash::of(at.secret());
+                let resp = TokenResponse {
+                    access_token: at,
+                    token_type: "Bearer".into(),
+                    expires_in: Some(lifetime),
+                    refresh_token: Some(rt),
+                    scope: Some(scope::APP.into()),
+                    device_id: None,
+                    tenant_id: Some(user.tenant.clone()),
+                    user: self.token_user(&user.id),
+                };
+                (resp, hash, Some(fam), None)
+            }
+        };
+        rec.state = CodeState::Redeemed { at: now, user: user.id.clone(), device_id, access: access_hash, family };
+        self.put_code(rec);
+        Ok(response)
+    }
+
+    /// RFC 6749 §6 with rotation (R-TOK-2), the lost-answer rule (R-TOK-3), family revocation on any other reuse
+    /// (RFC 9700 §4.14.2) and the 90-day sliding expiry (R-TOK-4).
+    fn refresh_grant(
+        &mut self,
+        now: OffsetDateTime,
+        token: &RefreshToken,
+        requested_scope: Option<&str>,
+        client: &str,
+    ) -> Result<TokenResponse, OAuthFailure> {
+        let hash = SecretHash::of(token.secret());
+        let dead = || OAuthFailure::bad(E::InvalidGrant, "the refresh token is invalid, expired or revoked");
+        let Some(mut fam) = self.refresh_index.get(&hash).and_then(|id| self.state.families.get(id)).cloned() else {
+            return Err(dead());
+        };
+        if fam.client_id != client {
+            return Err(OAuthFailure::bad(E::InvalidGrant, "the refresh token was issued to another client"));
+        }
+        if fam.revoked || fam.expires <= now {
+            return Err(dead());
+        }
+        if let Subject::Device { device_id } = &fam.subject {
+            if !self.state.devices.contains_key(device_id) {
+                return Err(dead());
+            }
+        }
+        if let Some(s) = requested_scope {
+            if !s.split(' ').all(|w| scope::contains(&fam.scope, w)) {
+                return Err(OAuthFailure::bad(E::InvalidScope, "a refresh cannot widen the scope"));
+            }
+        }
+        let (new_plain, new_hash) = self.minter.secret(SecretKind::RefreshToken);
+        if hash == fam.current {
+            // Normal rotation: the presented token becomes `previous`, redeemable until its successor is first
+            // used (R-TOK-3); the one before it is retired for good.
+            if let Some(p) = fam.previous.take() {
+                fam.retired.push(p);
+            }
+            fam.previous = Some(hash);
+            fam.previous_until = Some(now + Duration::seconds(PREVIOUS_REFRESH_GRACE_SECS));
+            fam.current = new_hash;
+        } else if fam.previous.as_ref() == Some(&hash) && fam.previous_until.is_some_and(|u| now < u) {
+            // R-TOK-3 lost answer: the successor was never used; mint a fresh pair and retire the unused successor.
+            let unused = std::mem::replace(&mut fam.current, new_hash);
+            fam.retired.push(unused);
+        } else {
+            // Any other reuse of a retired token revokes the whole family (RFC 9700 §4.14.2).
+            let id = fam.id.clone();
+            self.revoke_family(&id);
+            return Err(OAuthFailure::bad(E::InvalidGrant, "refresh token reuse detected; the session was revoked"));
+        }
+        // The access tokens of the family minted before this refresh stay valid until they expire.
+        fam.expires = now + secs(self.settings(&fam.tenant).refresh_token_secs);
+        let scope = requested_scope.unwrap_or(&fam.scope).to_owned();
+        let (subject, tenant, family_id) = (fam.subject.clone(), fam.tenant.clone(), fam.id.clone());
+        self.put_family(fam);
+        let (at, lifetime) = self.mint_access(now, client, &tenant, subject.clone(), &scope, Some(family_id));
+        let (device_id, user) = match &subject {
+            Subject::Device { device_id } => (Some(device_id.clone()), None),
+            Subject::User { user_id, .. } => (None, self.token_user(user_id)),
+        };
+        Ok(TokenResponse {
+            access_token: at,
+            token_type: "Bearer".into(),
+            expires_in: Some(lifetime),
+            refresh_token: Some(RefreshToken::new(new_plain)),
+            scope: Some(scope),
+            device_id,
+            tenant_id: Some(tenant),
+            user,
+        })
+    }
+
+    /// RFC 6749 §4.3 as Roger uses it (PROTOCOL.md §8): device-bound, step 2 for the step-1 user or PIN login
+    /// from idle; Argon2id verification with identical failures, one lock-out counter per user, per-device and
+    /// per-tenant throttles (R-PWD-2).
+    fn password_grant(
+        &mut self,
+        now: OffsetDateTime,
+        username: &str,
+        secret: &str,
+        requested: &str,
+        client: &str,
+        authorization: Option<&str>,
+    ) -> Result<TokenResponse, OAuthFailure> {
+        if client_kind(client) != Some(ClientKind::Mfp) {
+            return Err(OAuthFailure::bad(E::UnauthorizedClient, "only printers use the password grant"));
+        }
+        let device = self.device_client(now, authorization, client)?;
+        let settings = self.settings(&device.tenant);
+        let step2 = requested == scope::STEP2;
+        if !step2 && requested != scope::PIN_LOGIN {
+            return Err(OAuthFailure::bad(E::InvalidScope, "request roger.print roger.scan, or the PIN login scopes"));
+        }
+        let device_key = format!("pwd-device:{}", device.id);
+        let tenant_key = format!("pwd-tenant:{}", device.tenant);
+        if self.limits.count(&device_key, now, 300) >= settings.device_failures_per_5min as usize {
+            return Err(OAuthFailure::throttled(self.limits.retry_after(&device_key, now, 300)));
+        }
+        if self.limits.count(&tenant_key, now, 60) >= settings.tenant_failures_per_minute as usize {
+            return Err(OAuthFailure::throttled(self.limits.retry_after(&tenant_key, now, 60)));
+        }
+        let user = self.state.users.values().find(|u| u.tenant == device.tenant && u.username == username).cloned();
+        let locked = user.as_ref().is_some_and(|u| u.locked_until.is_some_and(|t| now < t));
+        let ok = self.verify_pin_or_password(
+            secret,
+            user.as_ref().and_then(|u| u.pin_hash.as_deref()),
+            user.as_ref().and_then(|u| u.password_hash.as_deref()),
+            settings.argon2,
+        );
+        // Step 2 needs the step-1 session of this user at this printer (PROTOCOL.md §8).
+        let session_ok = !step2
+            || user.as_ref().is_some_and(|u| {
+                self.state.access.values().any(|a| {
+                    a.expires > now
+                        && scope::contains(&a.scope, scope::RELEASE)
+                        && a.subject == Subject::User { user_id: u.id.clone(), device_id: Some(device.id.clone()) }
+                })
+            });
+        let fail = || OAuthFailure::bad(E::InvalidGrant, "the user name, PIN or password is wrong");
+        let Some(mut user) = user.filter(|_| ok && !locked && session_ok) else {
+            self.limits.hit(device_key, now, 300);
+            self.limits.hit(tenant_key, now, 60);
+            if let Some(mut u) =
+                self.state.users.values().find(|u| u.tenant == device.tenant && u.username == username).cloned()
+            {
+                if !locked && !ok {
+                    u.failures += 1;
+                    if u.failures >= settings.lockout_failures {
+                        u.failures = 0;
+                        u.locked_until = Some(now + secs(settings.lockout_secs));
+                    }
+                    self.put_user(u);
+                }
+            }
+            return Err(fail());
+        };
+        if user.failures != 0 || user.locked_until.is_some() {
+            user.failures = 0;
+            user.locked_until = None;
+            self.put_user(user.clone());
+        }
+        let subject = Subject::User { user_id: user.id.clone(), device_id: Some(device.id.clone()) };
+        let (at, lifetime) = self.mint_access(now, client, &device.tenant, subject, requested, None);
+        Ok(TokenResponse {
+            access_token: at,
+            token_type: "Bearer".into(),
+            expires_in: Some(lifetime),
+            refresh_token: None,
+            scope: Some(requested.into()),
+            device_id: Some(device.id),
+            tenant_id: Some(device.tenant),
+            user: self.token_user(&user.id),
+        })
+    }
+
+    /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6): one use within the code's lifetime; a second use revokes what the
+    /// first minted (RFC 6749 §4.1.2).
+    fn authorization_code_grant(
+        &mut self,
+        now: OffsetDateTime,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+        client: &str,
+    ) -> Result<TokenResponse, OAuthFailure> {
+        let hash = SecretHash::of(code);
+        let bad = |d: &str| OAuthFailure::bad(E::InvalidGrant, d);
+        let Some(mut rec) = self.state.auth_codes.get(&hash).cloned() else { return Err(bad("unknown code")) };
+        if rec.used {
+            if let Some(f) = rec.family.clone() {
+                self.revoke_family(&f);
+            }
+            return Err(bad("the code was already used; its tokens were revoked"));
+        }
+        if rec.expires <= now {
+            return Err(bad("the code expired"));
+        }
+        if rec.client_id != client || rec.redirect_uri != redirect_uri {
+            return Err(bad("client_id or redirect_uri does not match the authorization request"));
+        }
+        if !crate::pkce::verify_s256(verifier, &rec.code_challenge) {
+            return Err(bad("PKCE verification failed"));
+        }
+        let subject = Subject::User { user_id: rec.user_id.clone(), device_id: None };
+        let (rt, fam) = self.new_family(now, client, &rec.tenant, subject.clone(), &rec.scope);
+        let (at, lifetime) = self.mint_access(now, client, &rec.tenant, subject, &rec.scope.clone(), Some(fam.clone()));
+        rec.used = true;
+        rec.family = Some(fam);
+        let (tenant, scope, user_id) = (rec.tenant.clone(), rec.scope.clone(), rec.user_id.clone());
+        self.put_auth_code(rec);
+        Ok(TokenResponse {
+            access_token: at,
+            token_type: "Bearer".into(),
+            expires_in: Some(lifetime),
+            refresh_token: Some(rt),
+            scope: Some(scope),
+            device_id: None,
+            tenant_id: Some(tenant),
+            user: self.token_user(&user_id),
+        })
+    }
+
+    // -------------------------------------------------------------------------------------------------------------
+    // App login (PROTOCOL.md §4)
+    // -------------------------------------------------------------------------------------------------------------
+
+    /// Checks an authorization request before the form is shown (RFC 6749 §4.1.1, RFC 7636 §4.3, RFC 8252).
+    pub fn check_authorization_request(
+        &self,
+        req: &crate::authorize::AuthorizationRequest,
+    ) -> Result<(), LoginFailure> {
+        if req.client_id != client_id::MOBILE {
+            return Err(LoginFailure::InvalidRequest("unknown client_id"));
+        }
+        if req.redirect_uri != MOBILE_REDIRECT_URI {
+            return Err(LoginFailure::InvalidRequest("redirect_uri is not registered"));
+        }
+        if req.response_type != "code" {
+            return Err(LoginFailure::InvalidRequest("response_type must be code"));
+        }
+        if req.code_challenge_method != crate::pkce::METHOD_S256 || req.code_challenge.len() != 43 {
+            return Err(LoginFailure::InvalidRequest("PKCE with S256 is required"));
+        }
+        if req.scope != scope::APP {
+            return Err(LoginFailure::InvalidRequest("scope must be roger.app"));
+        }
+        Ok(())
+    }
+
+    /// `POST /oauth/authorize` after the front end checked the CSRF token: verifies the credentials (one lock-out
+    /// counter with the PIN, R-PWD-2) and returns the redirect `Location` with a fresh code.
+    pub fn app_login(&mut self, now: OffsetDateTime, form: &LoginForm) -> Result<String, LoginFailure> {
+        self.check_authorization_request(&form.request)?;
+        let settings = self.settings(&form.tenant);
+        let user = self.state.users.values().find(|u| u.tenant == form.tenant && u.username == form.username).cloned();
+        let locked = user.as_ref().is_some_and(|u| u.locked_until.is_some_and(|t| now < t));
+        let ok = self.verify_password(
+            form.password.secret(),
+            user.as_ref().and_then(|u| u.password_hash.as_deref()),
+            settings.argon2,
+        );
+        let Some(mut user) = user.clone().filter(|_| ok && !locked) else {
+            if let Some(mut u) = user {
+                if !locked {
+                    u.failures += 1;
+                    if u.failures >= settings.lockout_failures {
+                        u.failures = 0;
+                        u.locked_until = Some(now + secs(settings.lockout_secs));
+                    }
+                    self.put_user(u);
+                }
+            }
+            return Err(LoginFailure::BadCredentials);
+        };
+        if user.failures != 0 || user.locked_until.is_some() {
+            user.failures = 0;
+            user.locked_until = None;
+            self.put_user(user.clone());
+        }
+        let (code, hash) = self.minter.secret(SecretKind::AuthorizationCode);
+        self.put_auth_code(AuthCodeRecord {
+            hash,
+            client_id: form.request.client_id.clone(),
+            redirect_uri: form.request.redirect_uri.clone(),
+            code_challenge: form.request.code_challenge.clone(),
+            user_id: user.id.clone(),
+            tenant: user.tenant.clone(),
+            scope: form.request.scope.clone(),
+            expires: now + secs(settings.auth_code_secs),
+            used: false,
+            family: None,
+        });
+        let query = String::from_utf8(crate::wire::encode_form([
+            ("code", Some(code.as_str())),
+            ("state", Some(form.request.state.as_str())),
+        ]))
+        .unwrap_or_default();
+        Ok(format!("{}?{query}", form.request.redirect_uri))
+    }
+
+    // -------------------------------------------------------------------------------------------------------------
+    // Revocation (RFC 7009)
+    // -------------------------------------------------------------------------------------------------------------
+
+    /// `POST /oauth/revoke`: 200 also for unknown tokens (RFC 7009 §2.2); a refresh token takes its family and its
+    /// access tokens with it. With an `Authorization` header the client must pass device-bound authentication
+    /// (the MFP revoking user tokens, PROTOCOL.md §6–7). A token of another client is left alone (docs C3).
+    pub fn revoke(
+        &mut self,
+        now: OffsetDateTime,
+        req: &RevocationRequest,
+        authorization: Option<&str>,
+    ) -> Result<(), OAuthFailure> {
+        if client_kind(&req.client_id).is_none() {
+            return Err(OAuthFailure::bad(E::InvalidClient, "unknown client_id"));
+        }
+        if authorization.is_some() {
+            self.device_client(now, authorization, &req.client_id)?;
+        }
+        let hash = SecretHash::of(req.token.secret());
+        if let Some(a) = self.state.access.get(&hash).cloned() {
+            if a.client_id == req.client_id {
+                self.delete_access(&hash);
+            }
+            return Ok(());
+        }
+        if let Some(fid) = self.refresh_index.get(&hash).cloned() {
+            if self.state.families.get(&fid).is_some_and(|f| f.client_id == req.client_id) {
+                self.revoke_family(&fid);
+            }
+        }
+        Ok(())
+    }
+
+    // -------------------------------------------------------------------------------------------------------------
+    // Approvals (PROTOCOL.md §5.3, §8; RFC 8628 §5.1, §5.4)
+    // -------------------------------------------------------------------------------------------------------------
+
+    fn find_code(&mut self, now: OffsetDateTime, who: &Principal, raw: &str) -> Result<DeviceCodeRecord, ApiFailure> {
+        let user_id = who.user_id().unwrap_or_default().to_owned();
+        let settings = self.settings(&who.tenant);
+        let key = format!("approve-fail:{user_id}");
+        if self.limits.count(&key, now, 60) >= settings.approvals_per_minute as usize {
+            return Err(ApiFailure::rate_limited(self.limits.retry_after(&key, now, 60)));
+        }
+        let found = crate::user_code::normalize(raw)
+            .ok()
+            .and_then(|c| self.user_codes.get(&c).cloned())
+            .and_then(|h| self.state.codes.get(&h).cloned())
+            .filter(|c| c.expires > now && matches!(c.state, CodeState::Pending))
+            // A session code of another tenant's printer does not exist for this user (no oracle).
+            .filter(|c| c.tenant.as_deref().is_none_or(|t| t == who.tenant));
+        match found {
+            Some(c) => {
+                // RFC 8628 §5.1: a code gets a bounded number of decisions and lookups.
+                let per_code = self.limits.hit(format!("code:{}", c.user_code), now, 600);
+                if per_code > 20 {
+                    return Err(ApiFailure::rate_limited(60));
+                }
+                Ok(c)
+            }
+            None => {
+                self.limits.hit(key, now, 60);
+                Err(ApiFailure::new(404, "unknown-code", "No pending code with that value"))
+            }
+        }
+    }
+
+    fn require_app_user(&self, who: &Principal) -> Result<User, ApiFailure> {
+        who.require_scope(&[scope::APP])?;
+        who.user_id().and_then(|u| self.state.users.get(u)).cloned().ok_or_else(ApiFailure::invalid_token)
+    }
+
+    /// `GET /api/v1/codes/{user_code}` (R-QR-2: show what approving does before it is done).
+    pub fn lookup_code(
+        &mut self,
+        now: OffsetDateTime,
+        who: &Principal,
+        user_code: &str,
+    ) -> Result<CodeLookup, ApiFailure> {
+        let user = self.require_app_user(who)?;
+        let c = self.find_code(now, who, user_code)?;
+        if c.kind == CodeKind::Registration && !user.admin {
+            return Err(ApiFailure::new(403, "admin-required", "Only tenant admins approve printer registrations"));
+        }
+        Ok(CodeLookup {
+            kind: match c.kind {
+                CodeKind::Registration => WireCodeKind::Registration,
+                CodeKind::Session => WireCodeKind::Session,
+                CodeKind::Desktop => WireCodeKind::Desktop,
+            },
+            vendor: c.client_id.strip_prefix(client_id::EMB_PREFIX).map(str::to_owned),
+            model: c.model.clone(),
+            serial: c.serial.clone(),
+            expires: c.expires,
+        })
+    }
+
+    /// `POST /api/v1/codes/approve` or `/deny`: decides a pending code; pushes `code.approved`/`code.denied` to the
+    /// printer (session codes) or the user's apps (desktop codes).
+    pub fn decide_code(
+        &mut self,
+        now: OffsetDateTime,
+        who: &Principal,
+        user_code: &str,
+        approve: bool,
+    ) -> Result<(), ApiFailure> {
+        let user = self.require_app_user(who)?;
+        let mut c = self.find_code(now, who, user_code)?;
+        if c.kind == CodeKind::Registration && !user.admin {
+            return Err(ApiFailure::new(403, "admin-required", "Only tenant admins approve printer registrations"));
+        }
+        c.state = if approve { CodeState::Approved { user: user.id.clone() } } else { CodeState::Denied };
+        let (request_id, device, kind) = (c.request_id.clone(), c.device_id.clone(), c.kind);
+        self.put_code(c);
+        let event = match Id::new(request_id) {
+            Ok(r) if approve => PushEvent::CodeApproved { request_id: r },
+            Ok(r) => PushEvent::CodeDenied { request_id: r },
+            Err(_) => return Ok(()),
+        };
+        let target = match (kind, device) {
+            (CodeKind::Session, Some(d)) => Id::new(d).ok().map(PushTarget::Device),
+            (CodeKind::Desktop, _) => Id::new(user.id).ok().map(PushTarget::User),
+            _ => None,
+        };
+        if let Some(t) = target {
+            self.push(now, t, event);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{core, t0, API};
+    use super::*;
+    use crate::secret::Password;
+
+    fn at(s: i64) -> OffsetDateTime {
+        t0() + Duration::seconds(s)
+    }
+
+    fn reg_request() -> DeviceAuthorizationRequest {
+        DeviceAuthorizationRequest::registration("emb-acme", "MX-1", "SN-1")
+    }
+
+    fn poll(
+        c: &mut ServerCore,
+        now: OffsetDateTime,
+        dc: &DeviceCode,
+        auth: Option<&str>,
+    ) -> Result<TokenResponse, OAuthFailure> {
+        c.token(now, TokenRequest::DeviceCode { device_code: dc.clone(), client_id: "emb-acme".into() }, auth)
+    }
+
+    fn app_principal(c: &mut ServerCore, user: &str) -> Principal {
+        let subject = Subject::User { user_id: user.into(), device_id: None };
+        let (at, _) = c.mint_access(t0(), "roger-mobile", "acme", subject, scope::APP, None);
+        c.authenticate(t0(), Some(&format!("Bearer {}", at.secret()))).unwrap()
+    }
+
+    /// Registers a printer; returns its token response.
+    fn register(c: &mut ServerCore) -> TokenResponse {
+        let r = c.device_authorization(t0(), &reg_request(), None).unwrap();
+        let admin = app_principal(c, "u-admin");
+        c.decide_code(at(1), &admin, r.user_code.secret(), true).unwrap();
+        poll(c, at(5), &r.device_code, None).unwrap()
+    }
+
+    /// RFC 8628 §3.2 + PROTOCOL.md §5.1: the answer's shape, 8-letter consonant code, QR on the API origin.
+    #[test]
+    fn device_authorization_answer() {
+        let mut c = core();
+        let r = c.device_authorization(t0(), &reg_request(), None).unwrap();
+        assert!(r.device_code.secret().starts_with("rdc_"));
+        assert!(crate::user_code::is_wire_form(r.user_code.secret()));
+        assert_eq!(r.verification_uri, format!("{API}/device"));
+        let qr = r.verification_uri_complete.unwrap();
+        assert_eq!(crate::qr::parse(qr.secret(), API).unwrap(), r.user_code);
+        assert_eq!((r.expires_in, r.interval), (600, Some(5)));
+        let changes = c.take_changes();
+        let stored = serde_json::to_string(&changes).unwrap();
+        assert!(!stored.contains(r.device_code.secret()), "only the hash of a device code is stored");
+    }
+
+    /// PROTOCOL.md §5.4 / §12: too-fast polls get slow_down and the interval grows by 5 s for good.
+    #[test]
+    fn polling_enforcement() {
+        let mut c = core();
+        let r = c.device_authorization(t0(), &reg_request(), None).unwrap();
+        let code = |e: OAuthFailure| e.body.error;
+        assert_eq!(code(poll(&mut c, at(5), &r.device_code, None).unwrap_err()), E::AuthorizationPending);
+        // 4.6 s later: within interval − 0.5 s, so allowed.
+        let t = at(5) + Duration::milliseconds(4600);
+        assert_eq!(code(poll(&mut c, t, &r.device_code, None).unwrap_err()), E::AuthorizationPending);
+        // 4.4 s later: too early.
+        let t2 = t + Duration::milliseconds(4400);
+        assert_eq!(code(poll(&mut c, t2, &r.device_code, None).unwrap_err()), E::SlowDown);
+        // Now 10 s apply: 9 s later is still too early (interval 10 − 0.5).
+        let t3 = t2 + Duration::seconds(9);
+        assert_eq!(code(poll(&mut c, t3, &r.device_code, None).unwrap_err()), E::SlowDown);
+        let t4 = t3 + Duration::seconds(15);
+        assert_eq!(code(poll(&mut c, t4, &r.device_code, None).unwrap_err()), E::AuthorizationPending);
+        let t5 = t4 + Duration::seconds(11);
+        assert_eq!(code(poll(&mut c, t5, &r.device_code, None).unwrap_err()), E::SlowDown, "the interval stays 15 s");
+    }
+
+    /// RFC 8628 §3.5: denial and expiry.
+    #[test]
+    fn denied_and_expired() {
+        let mut c = core();
+        let r = c.device_authorization(t0(), &reg_request(), None).unwrap();
+        let admin = app_principal(&mut c, "u-admin");
+        c.decide_code(at(1), &admin, &crate::user_code::format_for_display(r.user_code.secret()).to_lowercase(), false)
+            .unwrap();
+        assert_eq!(poll(&mut c, at(5), &r.device_code, None).unwrap_err().body.error, E::AccessDenied);
+        let r2 = c.device_authorization(t0(), &reg_request(), None).unwrap();
+        assert_eq!(poll(&mut c, at(600), &r2.device_code, None).unwrap_err().body.error, E::ExpiredToken);
+    }
+
+    /// PROTOCOL.md §5.3: only tenant admins approve registrations; a pushed session code needs no admin.
+    #[test]
+    fn only_admins_approve_registrations() {
+        let mut c = core();
+        let r = c.device_authorization(t0(), &reg_request(), None).unwrap();
+        let alice = app_principal(&mut c, "u-alice");
+        assert_eq!(c.lookup_code(at(1), &alice, r.user_code.secret()).unwrap_err().status, 403);
+        assert_eq!(c.decide_code(at(1), &alice, r.user_code.secret(), true).unwrap_err().status, 403);
+        let admin = app_principal(&mut c, "u-admin");
+        let l = c.lookup_code(at(1), &admin, r.user_code.secret()).unwrap();
+        assert_eq!(
+            (l.kind, l.vendor.as_deref(), l.model.as_deref()),
+            (WireCodeKind::Registration, Some("acme"), Some("MX-1"))
+        );
+    }
+
+    /// R-DEV-1: a repeat within 30 s re-mints for the same device and revokes the first pair; later → invalid_grant.
+    #[test]
+    fn one_shot_redemption_with_grace() {
+        let mut c = core();
+        let r = c.device_authorization(t0(), &reg_request(), None).unwrap();
+        let admin = app_principal(&mut c, "u-admin");
+        c.decide_code(at(1), &admin, r.user_code.secret(), true).unwrap();
+        let first = poll(&mut c, at(5), &r.device_code, None).unwrap();
+        assert_eq!(first.scope.as_deref(), Some(scope::DEVICE));
+        let second = poll(&mut c, at(20), &r.device_code, None).unwrap();
+        assert_eq!(first.device_id, second.device_id, "same device");
+        assert_ne!(first.access_token, second.access_token);
+        assert!(c.authenticate(at(21), Some(&format!("Bearer {}", first.access_token.secret()))).is_err());
+        let rt1 = first.refresh_token.unwrap();
+        assert!(c
+            .token(
+                at(21),
+                TokenRequest::RefreshToken { refresh_token: rt1, scope: None, client_id: "emb-acme".into() },
+                None
+            )
+            .is_err());
+        assert_eq!(poll(&mut c, at(60), &r.device_code, None).unwrap_err().body.error, E::InvalidGrant);
+    }
+
+    fn refresh(c: &mut ServerCore, now: OffsetDateTime, rt: &RefreshToken) -> Result<TokenResponse, OAuthFailure> {
+        c.token(
+            now,
+            TokenRequest::RefreshToken { refresh_token: rt.clone(), scope: None, client_id: "emb-acme".into() },
+            None,
+        )
+    }
+
+    /// R-TOK-2 rotation, R-TOK-3 lost answer, RFC 9700 §4.14.2 reuse → family revoked.
+    #[test]
+    fn rotation_lost_answer_and_reuse() {
+        let mut c = core();
+        let reg = register(&mut c);
+        let rt1 = reg.refresh_token.unwrap();
+        let a = refresh(&mut c, at(100), &rt1).unwrap();
+        let rt2 = a.refresh_token.clone().unwrap();
+        assert_ne!(rt1, rt2);
+        // The answer with rt2 was lost: rt1 again mints a fresh pair and retires the unused rt2.
+        let b = refresh(&mut c, at(110), &rt1).unwrap();
+        let rt3 = b.refresh_token.clone().unwrap();
+        assert!(refresh(&mut c, at(111), &rt2).is_err(), "the unused successor is retired, and its reuse…");
+        assert!(refresh(&mut c, at(112), &rt3).is_err(), "…revokes the whole family");
+        assert!(c.authenticate(at(112), Some(&format!("Bearer {}", b.access_token.secret()))).is_err());
+    }
+
+    /// R-TOK-3: once the successor is used, the previous token is dead, and using it is reuse.
+    #[test]
+    fn previous_dies_when_successor_used() {
+        let mut c = core();
+        let rt1 = register(&mut c).refresh_token.unwrap();
+        let rt2 = refresh(&mut c, at(100), &rt1).unwrap().refresh_token.unwrap();
+        let rt3 = refresh(&mut c, at(200), &rt2).unwrap().refresh_token.unwrap();
+        assert_eq!(refresh(&mut c, at(300), &rt1).unwrap_err().body.error, E::InvalidGrant);
+        assert!(refresh(&mut c, at(301), &rt3).is_err(), "reuse revoked the family");
+    }
+
+    /// R-TOK-4: 90 days sliding; unused for 90 days + 1 s → dead.
+    #[test]
+    fn sliding_expiry() {
+        let mut c = core();
+        let rt1 = register(&mut c).refresh_token.unwrap();
+        let day = 24 * 3600;
+        let rt2 = refresh(&mut c, at(80 * day), &rt1).unwrap().refresh_token.unwrap();
+        let rt3 = refresh(&mut c, at(160 * day), &rt2).unwrap().refresh_token.unwrap();
+        assert!(refresh(&mut c, at(250 * day + 1), &rt3).is_err());
+    }
+
+    /// PROTOCOL.md §7: device-bound authentication for session codes; failures are 401 invalid_client with the
+    /// WWW-Authenticate challenge; unknown public client without Authorization → 400.
+    #[test]
+    fn device_bound_authentication() {
+        let mut c = core();
+        let reg = register(&mut c);
+        let bearer = format!("Bearer {}", reg.access_token.secret());
+        let session = DeviceAuthorizationRequest::session("emb-acme");
+        assert!(c.device_authorization(at(10), &session, Some(&bearer)).is_ok());
+        let e = c.device_authorization(at(10), &session, None).unwrap_err();
+        assert_eq!((e.status, e.body.error.clone()), (401, E::InvalidClient));
+        assert_eq!(e.www_authenticate.as_deref(), Some(r#"Bearer realm="roger", error="invalid_token""#));
+        let other = DeviceAuthorizationRequest::session("emb-other");
+        assert_eq!(c.device_authorization(at(10), &other, Some(&bearer)).unwrap_err().status, 401);
+        assert_eq!(c.device_authorization(at(1300), &session, Some(&bearer)).unwrap_err().status, 401, "expired");
+        let unknown = DeviceAuthorizationRequest { client_id: "evil".into(), ..session };
+        let e = c.device_authorization(at(10), &unknown, None).unwrap_err();
+        assert_eq!((e.status, e.body.error), (400, E::InvalidClient));
+    }
+
+    /// PROTOCOL.md §8: step 1 by QR, step 2 by PIN for the same user only; PIN login from idle.
+    #[test]
+    fn session_and_pin() {
+        let mut c = core();
+        let reg = register(&mut c);
+        let bearer = format!("Bearer {}", reg.access_token.secret());
+        let s =
+            c.device_authorization(at(10), &DeviceAuthorizationRequest::session("emb-acme"), Some(&bearer)).unwrap();
+        let alice = app_principal(&mut c, "u-alice");
+        c.decide_code(at(11), &alice, s.user_code.secret(), true).unwrap();
+        let push = c.take_push();
+        assert!(
+            matches!(&push[..], [e] if e.event == PushEvent::CodeApproved { request_id: Id::new(s.request_id.clone().unwrap()).unwrap() })
+        );
+        let step1 = poll(&mut c, at(15), &s.device_code, Some(&bearer)).unwrap();
+        assert_eq!(step1.user.as_ref().map(|u| u.username.as_str()), Some("alice"));
+        assert!(step1.refresh_token.is_none());
+        let pw = |u: &str, p: &str, sc: &str| TokenRequest::Password {
+            username: u.into(),
+            password: Password::new(p),
+            scope: sc.into(),
+            client_id: "emb-acme".into(),
+        };
+        assert_eq!(
+            c.token(at(16), pw("bob", "5678", scope::STEP2), Some(&bearer)).unwrap_err().body.error,
+            E::InvalidGrant
+        );
+        let step2 = c.token(at(17), pw("alice", "1234", scope::STEP2), Some(&bearer)).unwrap();
+        assert_eq!(step2.scope.as_deref(), Some(scope::STEP2));
+        let pin_login = c.token(at(18), pw("bob", "bob-pass", scope::PIN_LOGIN), Some(&bearer)).unwrap();
+        assert_eq!(pin_login.user.map(|u| u.username), Some("bob".into()));
+        assert_eq!(c.token(at(19), pw("bob", "5678", scope::PIN_LOGIN), None).unwrap_err().status, 401, "device-bound");
+    }
+
+    /// R-PWD-2: identical failures for unknown user / wrong PIN / locked; lock-out after 5 failures for 300 s.
+    #[test]
+    fn lockout_and_identical_failures() {
+        let mut c = core();
+        let reg = register(&mut c);
+        let bearer = format!("Bearer {}", reg.access_token.secret());
+        let pw = |u: &str, p: &str| TokenRequest::Password {
+            username: u.into(),
+            password: Password::new(p),
+            scope: scope::PIN_LOGIN.into(),
+            client_id: "emb-acme".into(),
+        };
+        let unknown = c.token(at(20), pw("mallory", "1234"), Some(&bearer)).unwrap_err();
+        for i in 0..5 {
+            let wrong = c.token(at(21 + i), pw("alice", "0000"), Some(&bearer)).unwrap_err();
+            assert_eq!(wrong, unknown);
+        }
+        let locked = c.token(at(30), pw("alice", "1234"), Some(&bearer)).unwrap_err();
+        assert_eq!(locked, unknown, "a locked user gets the same answer, even with the right PIN");
+        assert!(c.token(at(331), pw("alice", "1234"), Some(&bearer)).is_ok(), "the lock-out ends after 300 s");
+    }
+
+    /// RFC 8628 §5.1: approval attempts with unknown codes are limited per user (10/min) with 429 + Retry-After.
+    #[test]
+    fn approval_rate_limit() {
+        let mut c = core();
+        let alice = app_principal(&mut c, "u-alice");
+        for i in 0..10 {
+            assert_eq!(c.decide_code(at(i), &alice, "BBBBBBBB", true).unwrap_err().status, 404);
+        }
+        let e = c.decide_code(at(11), &alice, "BBBBBBBB", true).unwrap_err();
+        assert_eq!(e.status, 429);
+        assert!(e.retry_after.is_some_and(|s| s > 0 && s <= 60));
+        assert_eq!(c.decide_code(at(70), &alice, "BBBBBBBB", true).unwrap_err().status, 404, "the window slides");
+    }
+
+    /// RFC 7009: revocation of a refresh token takes its access tokens; unknown tokens → 200.
+    #[test]
+    fn revocation_cascade() {
+        let mut c = core();
+        let reg = register(&mut c);
+        let rt = reg.refresh_token.unwrap();
+        let req = RevocationRequest::refresh(&rt, "emb-acme");
+        c.revoke(at(30), &req, None).unwrap();
+        assert!(c.authenticate(at(31), Some(&format!("Bearer {}", reg.access_token.secret()))).is_err());
+        assert!(refresh(&mut c, at(32), &rt).is_err());
+        let unknown = RevocationRequest::access(&AccessToken::new("nope"), "emb-acme");
+        assert!(c.revoke(at(33), &unknown, None).is_ok());
+    }
+
+    /// PROTOCOL.md §4 / RFC 7636: app login with PKCE; wrong verifier refused; code reuse refused and revokes.
+    #[test]
+    fn app_login_with_pkce() {
+        let mut c = core();
+        let verifier = crate::secret::PkceVerifier::new("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+        let request =
+            crate::authorize::AuthorizationRequest::for_app("roger-mobile", MOBILE_REDIRECT_URI, &verifier, "st1");
+        let form = |pw: &str| LoginForm {
+            request: request.clone(),
+            tenant: "acme".into(),
+            username: "alice".into(),
+            password: Password::new(pw),
+            csrf: "x".into(),
+        };
+        assert_eq!(c.app_login(at(0), &form("wrong")), Err(LoginFailure::BadCredentials));
+        let location = c.app_login(at(1), &form("alice-pass")).unwrap();
+        let code = crate::authorize::parse_redirect(&location, MOBILE_REDIRECT_URI, "st1").unwrap();
+        let grant = |v: &str| TokenRequest::AuthorizationCode {
+            code: code.clone(),
+            redirect_uri: MOBILE_REDIRECT_URI.into(),
+            code_verifier: v.into(),
+            client_id: "roger-mobile".into(),
+        };
+        assert_eq!(c.token(at(2), grant(&"x".repeat(43)), None).unwrap_err().body.error, E::InvalidGrant);
+        let ok = c.token(at(3), grant(verifier.secret()), None).unwrap();
+        assert_eq!(ok.scope.as_deref(), Some(scope::APP));
+        assert!(c.token(at(4), grant(verifier.secret()), None).is_err(), "one use");
+        assert!(c.authenticate(at(5), Some(&format!("Bearer {}", ok.access_token.secret()))).is_err(), "reuse revokes");
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer a b"), None);
+    }
+}
