@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod probe;
+use roger_sim::probe;
 
 /// Simulators and tools for the Roger cloud print protocol.
 #[derive(Debug, Parser)]

@@ -1,0 +1,12 @@
+//! roger-sim: simulators and tools for the Roger protocol (see the README for the command-line contract).
+//!
+//! * [`server`]: the Roger server (discovery, metadata, OAuth endpoints, the API, the `/sim` control API) on axum,
+//!   driving `roger_proto::server::ServerCore`;
+//! * [`drive`]: a fake drive (a Graph subset) on its own listener;
+//! * [`bus`]: the push bus (in-process by default);
+//! * [`probe`]: discovery and metadata checks against any server.
+
+pub mod bus;
+pub mod drive;
+pub mod probe;
+pub mod server;
