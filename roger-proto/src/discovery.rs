@@ -82,6 +82,10 @@ pub fn is_loopback(url: &url::Url) -> bool {
 /// credentials (PROTOCOL.md §1: "The API base is an origin with no path").
 pub fn api_origin(url: &str, policy: TransportPolicy) -> Result<String, DiscoveryError> {
     let parsed = check_transport(url, policy)?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        // A broker URL is not an API origin (and its origin would serialise as "null").
+        return Err(DiscoveryError::NotAnOrigin(url.to_owned()));
+    }
     if (parsed.path() != "/" && !parsed.path().is_empty())
         || parsed.query().is_some()
         || parsed.fragment().is_some()
@@ -147,6 +151,7 @@ mod tests {
         assert_eq!(api_origin("https://a.example:8443", TransportPolicy::TlsOnly).unwrap(), "https://a.example:8443");
         assert!(api_origin("https://a.example/api", TransportPolicy::TlsOnly).is_err());
         assert!(api_origin("https://u:p@a.example", TransportPolicy::TlsOnly).is_err());
+        assert!(api_origin("amqps://q.example", TransportPolicy::TlsOnly).is_err(), "a broker is not an API");
     }
 
     #[test]

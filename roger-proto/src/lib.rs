@@ -67,6 +67,8 @@ pub mod discovery;
 #[cfg(feature = "driver")]
 pub mod driver;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lifecycle;
 pub mod metadata;
 pub mod panel;

@@ -1144,6 +1144,15 @@ impl PanelSession {
         let (purpose, username, requested) = (flow.purpose, std::mem::take(&mut flow.username), flow.scope);
         drop(flow);
         match (purpose, self.session.is_some()) {
+            // A step-2 grant that does not carry print or scan is no step 2 (PROTOCOL.md §8): give it back.
+            (PinPurpose::Step2, true)
+                if t.scope
+                    .as_deref()
+                    .is_some_and(|sc| !scope::contains(sc, scope::PRINT) && !scope::contains(sc, scope::SCAN)) =>
+            {
+                self.queue_revocation(now, &t.access_token);
+                self.events.push_back(PanelEvent::PinRejected { reason: PinRejectReason::Refused });
+            }
             (PinPurpose::Step2, true) => {
                 let token = user_token(now, t, requested);
                 let scopes = token.scopes.clone();

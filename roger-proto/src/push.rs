@@ -462,9 +462,9 @@ impl PushEnvelope {
                 }
             }
         }
-        let raw: RawEnvelope =
-            serde_json::from_value(value).map_err(|e| PushError::Malformed(redacted_json_error(&e)))?;
-        Self::from_raw(raw)
+        // The typed parse refuses what a production receiver refuses (duplicate members among them, which a
+        // `Value` silently collapses), so strict is never more lenient than `parse`.
+        Self::parse(bytes)
     }
 }
 

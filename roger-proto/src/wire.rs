@@ -211,6 +211,10 @@ pub fn lenient_seconds_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64
     Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
 }
 
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 fn is_json_object(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
@@ -257,7 +261,9 @@ fn classify<T: DeserializeOwned>(resp: &Response<Vec<u8>>, oauth: bool) -> Resul
     let www = www_authenticate_error(headers);
     let json_like = is_json_object(body);
 
-    if json_like {
+    // Only bodies that mention "error" can be OAuth errors: skip the probe parse for the rest (the common
+    // success path), which keeps classification close to a bare serde parse.
+    if json_like && contains(body, b"\"error\"") {
         if let Ok(ErrorProbe { error: Some(serde_json::Value::String(_)) }) = serde_json::from_slice::<ErrorProbe>(body)
         {
             if let Ok(parsed) = serde_json::from_slice::<OAuthErrorResponse>(body) {

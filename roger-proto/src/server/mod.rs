@@ -12,6 +12,7 @@
 //!
 //! Push messages go to an outbox ([`ServerCore::take_push`]); the front end hands them to its bus.
 
+pub mod api;
 pub mod drive;
 pub mod mint;
 pub mod model;
@@ -235,7 +236,7 @@ impl ApiFailure {
 
     /// 400 for a body or parameter that is not acceptable.
     pub fn bad_request(detail: &str) -> Self {
-        Self::new(400, "bad-request", "Bad request").with_detail(detail)
+        Self::new(400, "invalid-request", "Bad request").with_detail(detail)
     }
 
     /// Adds a detail.
@@ -454,6 +455,12 @@ impl ServerCore {
         self.state.users.insert(u.id.clone(), u);
     }
 
+    pub(crate) fn delete_user(&mut self, id: &str) {
+        if self.state.users.remove(id).is_some() {
+            self.journal::<User>(Table::Users, id, None);
+        }
+    }
+
     pub(crate) fn put_device(&mut self, d: Device) {
         self.journal(Table::Devices, &d.id, Some(&d));
         self.state.devices.insert(d.id.clone(), d);
@@ -500,6 +507,13 @@ impl ServerCore {
         self.state.families.insert(f.id.clone(), f);
     }
 
+    pub(crate) fn delete_family(&mut self, id: &str) {
+        if self.state.families.remove(id).is_some() {
+            self.refresh_index.retain(|_, fam| fam != id);
+            self.journal::<RefreshFamily>(Table::Families, id, None);
+        }
+    }
+
     pub(crate) fn put_auth_code(&mut self, a: AuthCodeRecord) {
         self.journal(Table::AuthCodes, a.hash.as_str(), Some(&a));
         self.state.auth_codes.insert(a.hash.clone(), a);
@@ -514,6 +528,12 @@ impl ServerCore {
     pub(crate) fn put_job(&mut self, j: JobRecord) {
         self.journal(Table::Jobs, &j.id, Some(&j));
         self.state.jobs.insert(j.id.clone(), j);
+    }
+
+    /// Inserts or replaces a job, journalled like every mutation (for fixtures: the simulator seeds queued drive
+    /// jobs at start-up; the API creates jobs through the endpoints of PROTOCOL.md §9).
+    pub fn seed_job(&mut self, job: JobRecord) {
+        self.put_job(job);
     }
 
     pub(crate) fn delete_job(&mut self, id: &str) {

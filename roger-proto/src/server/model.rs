@@ -341,4 +341,7 @@ pub struct ScanRecord {
     pub created: OffsetDateTime,
     /// Completed.
     pub completed: bool,
+    /// When the upload was reported complete (a timestamp, R-DATA-2; absent in records from before it was kept).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub completed_at: Option<OffsetDateTime>,
 }
