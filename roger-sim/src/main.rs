@@ -1,13 +1,13 @@
-//! `roger-sim`: tools and simulators for the Roger protocol.
-//!
-//! Today: `roger-sim probe`, which checks a server's discovery and RFC 8414 metadata the way a printer does
-//! before it trusts it (R-DISC-1, R-DISC-2, R-META-1), and prints a verdict per rule.
+//! `roger-sim`: simulators and tools for the Roger protocol.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
+use clap::{Parser, Subcommand, ValueEnum};
 use roger_sim::probe;
+use roger_sim::server::clock::ClockKind;
+use roger_sim::server::{start, ServerConfig};
 
 /// Simulators and tools for the Roger cloud print protocol.
 #[derive(Debug, Parser)]
@@ -17,17 +17,110 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ClockArg {
+    /// Real time plus an offset that `/sim/clock/advance` moves forward.
+    Virtual,
+    /// The machine's clock.
+    System,
+}
+
+/// `roger-sim server`.
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// Address of the API listener (`127.0.0.1:0` picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Plain HTTP instead of TLS (loopback tests only).
+    #[arg(long)]
+    plain_http: bool,
+    /// The clock every lifetime reads.
+    #[arg(long, value_enum, default_value = "virtual")]
+    clock: ClockArg,
+    /// Tenant fixture (TOML); the built-in default tenant `acme` when absent.
+    #[arg(long)]
+    fixture: Option<PathBuf>,
+    /// SQLite state file: tenants, devices, token families, codes and jobs survive restarts.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Directory for the generated CA and certificate.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Seed of the server's random generator (reproducible codes and tokens).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Opens `/sim/` to non-loopback callers that send it in `X-Roger-Sim-Token`.
+    #[arg(long)]
+    control_token: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the Roger server (discovery, metadata, OAuth, API, drive, /sim control API). Prints one JSON line
+    /// `{"discovery","api","drive","amqp","ca"}` on stdout once it accepts connections; logs go to stderr;
+    /// SIGTERM or Ctrl-C stops it.
+    Server(ServerArgs),
     /// Check a server's discovery document and authorization-server metadata as an MFP would (R-DISC-1,
     /// R-DISC-2, R-META-1, RFC 8414 §3.3, RFC 7636 §4.2). Exit code 1 if any MUST fails.
     Probe(probe::ProbeArgs),
 }
 
-#[tokio::main(flavor = "current_thread")]
+async fn run_server(args: ServerArgs) -> ExitCode {
+    let config = ServerConfig {
+        listen: args.listen,
+        plain_http: args.plain_http,
+        clock: match args.clock {
+            ClockArg::Virtual => ClockKind::Virtual,
+            ClockArg::System => ClockKind::System,
+        },
+        fixture: args.fixture,
+        state: args.state,
+        tls_dir: args.tls_dir,
+        seed: args.seed,
+        control_token: args.control_token,
+        ..ServerConfig::default()
+    };
+    let server = match start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("roger-sim server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serde_json::to_string(&server.info) {
+        Ok(line) => println!("{line}"),
+        Err(e) => {
+            eprintln!("roger-sim server: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(ca) = &server.info.ca {
+        eprintln!("roger-sim server: trust the CA at {ca}");
+    }
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("roger-sim server: cannot watch SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    server.stop().await;
+    ExitCode::SUCCESS
+}
+
+#[tokio::main]
 async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ROGER_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Server(args) => run_server(args).await,
         Command::Probe(args) => probe::run(args).await,
     }
 }

@@ -1,0 +1,72 @@
+//! The request log behind `GET /sim/log`: every request with its time, method, path, grant type, client, outcome and,
+//! for device-code polls, the gap since the previous poll of the same code (PROTOCOL.md §12: intervals are measured
+//! between request arrivals). Secrets never enter it (R-SEC-1): codes appear only as a short hash prefix.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// Most entries kept (the oldest are dropped first).
+pub const CAPACITY: usize = 50_000;
+
+/// One request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogEntry {
+    /// Sequence number (monotone; survives the drop of old entries).
+    pub seq: u64,
+    /// Arrival, on the server's clock (virtual or system).
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// HTTP method.
+    pub method: String,
+    /// Path without the query (queries can carry codes).
+    pub path: String,
+    /// `grant_type` of a token request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_type: Option<String>,
+    /// `client_id` of an OAuth request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// HTTP status of the answer.
+    pub status: u16,
+    /// The OAuth error code or problem name of a refusal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Device-code polls: the first 12 hex digits of the code's SHA-256 (enough to group polls, useless to an
+    /// attacker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Device-code polls: milliseconds since the previous poll of the same code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap_ms: Option<i64>,
+    /// Device-code polls: the code's interval (seconds) when the poll arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<u64>,
+    /// Whether the request carried device-bound client authentication or a bearer token.
+    pub authenticated: bool,
+}
+
+/// The log.
+#[derive(Debug, Default)]
+pub struct RequestLog {
+    entries: VecDeque<LogEntry>,
+    next: u64,
+}
+
+impl RequestLog {
+    /// Appends an entry (its `seq` is assigned here).
+    pub fn push(&mut self, mut e: LogEntry) {
+        e.seq = self.next;
+        self.next += 1;
+        if self.entries.len() == CAPACITY {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(e);
+    }
+
+    /// Entries with `seq >= since`.
+    pub fn since(&self, since: u64) -> Vec<LogEntry> {
+        self.entries.iter().filter(|e| e.seq >= since).cloned().collect()
+    }
+}

@@ -1,0 +1,18 @@
+//! The simulated Roger server: axum on tokio, driving `roger_proto::server::ServerCore`.
+//!
+//! Start one in-process with [`run::start`] (tests, the demo, the conformance runner: each gets its own port,
+//! clock and settings), or from the command line with `roger-sim server` (see the README for the contract).
+
+pub mod api_routes;
+pub mod app;
+pub mod clock;
+pub mod fixtures;
+pub mod log;
+pub mod oauth_routes;
+pub mod respond;
+pub mod run;
+pub mod sim_routes;
+pub mod store;
+pub mod tls;
+
+pub use run::{start, RunningServer, ServerConfig, ServerInfo, StartError};

@@ -1,0 +1,307 @@
+//! Starting a server: listeners (API and drive), TLS, state, fixtures, the router, and the stable contract of
+//! `roger-sim server` (one JSON line on stdout once connections are accepted; logs on stderr; SIGTERM stops it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use axum::http::{header, HeaderValue, Request};
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use rand::{RngCore, SeedableRng};
+use roger_proto::server::mint::Minter;
+use roger_proto::server::settings::TenantSettings;
+use roger_proto::server::ServerCore;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::app::Shared;
+use super::clock::{ClockKind, SharedClock, SystemClock, VirtualClock};
+use super::log::RequestLog;
+use super::store::Store;
+use super::{fixtures, oauth_routes as o, respond, sim_routes as sim, tls};
+use crate::bus::{InProcessBus, PushBus};
+use crate::drive::Drive;
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the API listens (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Where the drive listens (port 0: any free port on the API's address).
+    pub drive_listen: Option<SocketAddr>,
+    /// Plain HTTP instead of TLS (loopback tests only, R-DISC-2).
+    pub plain_http: bool,
+    /// System or virtual clock.
+    pub clock: ClockKind,
+    /// A tenant fixture (TOML); the built-in default when absent.
+    pub fixture: Option<PathBuf>,
+    /// SQLite state file; in memory when absent.
+    pub state: Option<PathBuf>,
+    /// Where the generated CA and certificate live (default: next to the state file, or a temp dir).
+    pub tls_dir: Option<PathBuf>,
+    /// Seed of the server's CSPRNG (reproducible runs); fresh OS randomness when absent.
+    pub seed: Option<u64>,
+    /// Opens `/sim/` to non-loopback callers presenting it.
+    pub control_token: Option<String>,
+    /// Settings for new tenants and registrations (fixtures may override per tenant).
+    pub settings: Option<TenantSettings>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            drive_listen: None,
+            plain_http: false,
+            clock: ClockKind::Virtual,
+            fixture: None,
+            state: None,
+            tls_dir: None,
+            seed: None,
+            control_token: None,
+            settings: None,
+        }
+    }
+}
+
+/// The JSON line `roger-sim server` prints once it accepts connections (the harness contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ServerInfo {
+    /// Discovery base (`{discovery}/regions`).
+    pub discovery: String,
+    /// API origin.
+    pub api: String,
+    /// Drive origin.
+    pub drive: String,
+    /// Broker URL, or null for the in-process bus.
+    pub amqp: Option<String>,
+    /// The CA to trust, or null for plain HTTP.
+    pub ca: Option<String>,
+}
+
+/// Why a server did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// TLS setup failed.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The state file could not be opened or read.
+    #[error("state: {0}")]
+    State(String),
+    /// The fixture is unreadable or invalid.
+    #[error("fixture: {0}")]
+    Fixture(String),
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// The contract line.
+    pub info: ServerInfo,
+    /// The shared state (for in-process tests and the demo).
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, closes the listeners and waits for the accept loops to end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// The API router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/regions", get(o::regions))
+        .route("/.well-known/oauth-authorization-server", get(o::metadata))
+        .route("/oauth/device_authorization", post(o::device_authorization))
+        .route("/oauth/token", post(o::token))
+        .route("/oauth/revoke", post(o::revoke))
+        .route("/oauth/authorize", get(o::authorize_form).post(o::authorize_submit))
+        .route("/device", get(o::verification_page))
+        .route("/api/v1/codes/approve", post(o::approve))
+        .route("/api/v1/codes/deny", post(o::deny))
+        .route("/api/v1/codes/{user_code}", get(o::lookup_code))
+        .merge(super::api_routes::routes())
+        .route("/sim/clock", get(sim::clock))
+        .route("/sim/clock/advance", post(sim::advance))
+        .route("/sim/settings", get(sim::get_settings).put(sim::put_settings))
+        .route("/sim/store", get(sim::store))
+        .route("/sim/log", get(sim::log))
+        .fallback(|| async { respond::not_found() })
+        .method_not_allowed_fallback(|| async { respond::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(respond::MAX_BODY))
+        .layer(axum::middleware::map_response(no_store))
+        .with_state(shared)
+}
+
+/// R-SEC-1: every answer of the API listener may carry a credential, so none is cached.
+async fn no_store(mut r: axum::response::Response) -> axum::response::Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    r
+}
+
+fn origin(scheme: &str, addr: SocketAddr) -> String {
+    format!("{scheme}://{addr}")
+}
+
+/// Starts a server in this process.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    tls::install_crypto_provider();
+    let api_listener = TcpListener::bind(config.listen).await.map_err(|e| StartError::Bind(config.listen, e))?;
+    let api_addr = api_listener.local_addr().map_err(|e| StartError::Bind(config.listen, e))?;
+    let drive_bind = config.drive_listen.unwrap_or(SocketAddr::new(api_addr.ip(), 0));
+    let drive_listener = TcpListener::bind(drive_bind).await.map_err(|e| StartError::Bind(drive_bind, e))?;
+    let drive_addr = drive_listener.local_addr().map_err(|e| StartError::Bind(drive_bind, e))?;
+
+    let scheme = if config.plain_http { "http" } else { "https" };
+    let api = origin(scheme, api_addr);
+    let drive_origin = origin(scheme, drive_addr);
+
+    let tls = if config.plain_http {
+        None
+    } else {
+        let dir = config
+            .tls_dir
+            .clone()
+            .or_else(|| config.state.as_ref().and_then(|p| p.parent().map(|d| d.join("roger-sim-tls"))))
+            .unwrap_or_else(|| std::env::temp_dir().join("roger-sim-tls"));
+        let hosts = vec![api_addr.ip().to_string(), "localhost".to_owned()];
+        Some(tls::load_or_create(&dir, &hosts).map_err(|e| StartError::Tls(e.to_string()))?)
+    };
+
+    // State: the SQLite file if given (with the clock offset it saved), else memory.
+    let store = Store::open(config.state.as_deref()).map_err(|e| StartError::State(e.to_string()))?;
+    let state =
+        if store.is_persistent() { Some(store.load().map_err(|e| StartError::State(e.to_string()))?) } else { None };
+    let saved_offset = store.clock_offset().map_err(|e| StartError::State(e.to_string()))?;
+    let clock: SharedClock = match config.clock {
+        ClockKind::System => SystemClock::shared(),
+        ClockKind::Virtual => VirtualClock::shared(saved_offset),
+    };
+    let rng: Box<dyn rand_core::CryptoRngCore + Send> = match config.seed {
+        Some(seed) => Box::new(rand::rngs::StdRng::seed_from_u64(seed)),
+        None => Box::new(rand::rngs::OsRng),
+    };
+    let defaults = config.settings.unwrap_or_default();
+    let fresh = state.as_ref().is_none_or(|s| s.tenants.is_empty());
+    let mut core = match state {
+        Some(state) => ServerCore::from_state(&api, defaults, Minter::new(rng), state),
+        None => ServerCore::new(&api, defaults, Minter::new(rng)),
+    };
+    let clock_for_drive = clock.clone();
+    let mut drive = Drive::new(Arc::new(move || clock_for_drive.now()));
+    drive.set_base_url(&drive_origin);
+    if fresh {
+        let text = match &config.fixture {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| StartError::Fixture(format!("{}: {e}", p.display())))?,
+            None => fixtures::DEFAULT_FIXTURE.to_owned(),
+        };
+        let fixture = fixtures::parse(&text).map_err(|e| StartError::Fixture(e.to_string()))?;
+        fixtures::apply(&fixture, &mut core, clock.now(), &mut drive)
+            .map_err(|e| StartError::Fixture(e.to_string()))?;
+    }
+    let mut store = store;
+    let initial = core.take_changes();
+    store.commit(&initial).map_err(|e| StartError::State(e.to_string()))?;
+    let mut csrf_key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut csrf_key);
+    let bus: Arc<dyn PushBus> = Arc::new(InProcessBus::new());
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        store: Mutex::new(store),
+        clock,
+        bus,
+        drive: drive.clone(),
+        log: Mutex::new(RequestLog::default()),
+        discovery: api.clone(),
+        api: api.clone(),
+        amqp: None,
+        control_token: config.control_token.clone(),
+        csrf_key,
+        tls: tls.is_some(),
+    });
+
+    let (tx, rx) = watch::channel(false);
+    let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+    let tasks = vec![
+        tokio::spawn(serve(api_listener, router(shared.clone()), acceptor.clone(), rx.clone())),
+        tokio::spawn(serve(drive_listener, crate::drive::router(drive), acceptor, rx)),
+    ];
+    let info = ServerInfo {
+        discovery: api.clone(),
+        api,
+        drive: drive_origin,
+        amqp: None,
+        ca: tls.map(|t| t.ca_path.display().to_string()),
+    };
+    Ok(RunningServer { info, shared, shutdown: tx, tasks })
+}
+
+/// Accepts connections until shutdown; each gets the router with its peer address (for `/sim` access control).
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let app = app.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let service = app.map_request(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+            let service = TowerToHyperService::new(service);
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .max_buf_size(64 * 1024)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30));
+            let builder = builder.http1_only();
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => builder.serve_connection(TokioIo::new(s), service).await,
+                    Err(e) => {
+                        tracing::debug!("TLS handshake with {peer} failed: {e}");
+                        return;
+                    }
+                },
+                None => builder.serve_connection(TokioIo::new(stream), service).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!("connection from {peer} ended: {e}");
+            }
+        });
+    }
+}
