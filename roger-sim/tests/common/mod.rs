@@ -14,9 +14,40 @@ use roger_sim::server::{start, RunningServer, ServerConfig};
 
 /// A running server and a client for it.
 pub struct TestServer {
-    pub server: RunningServer,
+    pub server: ServerHandle,
     pub api: String,
     pub http: reqwest::Client,
+}
+
+/// The in-process server behind a [`TestServer`]; absent when the harness is attached to an external server
+/// ([`TestServer::attach`]). Derefs to the [`RunningServer`] (panics for an attached server).
+pub struct ServerHandle(Option<RunningServer>);
+
+impl std::ops::Deref for ServerHandle {
+    type Target = RunningServer;
+
+    fn deref(&self) -> &RunningServer {
+        self.0.as_ref().expect("attached to an external server: no in-process handle")
+    }
+}
+
+impl ServerHandle {
+    /// Stops the in-process server (nothing for an attached one).
+    pub async fn stop(self) {
+        if let Some(s) = self.0 {
+            s.stop().await;
+        }
+    }
+
+    /// Whether the server runs in this process.
+    pub fn is_in_process(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// The harness's HTTP client: no redirects followed (the login form answers `302` to `roger://`), no proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().expect("client")
 }
 
 /// An HTTP answer as the tests look at it.
@@ -57,12 +88,13 @@ impl TestServer {
     pub async fn start_with(config: ServerConfig) -> Self {
         let server = start(config).await.expect("server starts");
         let api = server.info.api.clone();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .expect("client");
-        Self { server, api, http }
+        Self { server: ServerHandle(Some(server)), api, http: client() }
+    }
+
+    /// Wraps a server running elsewhere (e.g. a `roger-sim server` child process) at the API origin `api`; every
+    /// helper works over HTTP as with an in-process server (`/sim/` answers loopback callers).
+    pub fn attach(api: &str) -> Self {
+        Self { server: ServerHandle(None), api: api.trim_end_matches('/').to_owned(), http: client() }
     }
 
     /// Sends a `roger-proto` request as built by its builders.
