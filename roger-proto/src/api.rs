@@ -80,6 +80,7 @@ pub const PRINT_FOLDER: &str = "Print";
 
 /// What a user code authorises (PROTOCOL.md §5, §8, §4; R-QR-2: the app shows it before approving).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CodeKind {
     /// An MFP registration (`scope=roger.device`, PROTOCOL.md §5); only a tenant admin may approve.
@@ -96,6 +97,7 @@ pub enum CodeKind {
 /// The answer of `GET /api/v1/codes/{user_code}` (PROTOCOL.md §5 step 3, R-QR-2, RFC 8628 §5.4: the user must
 /// see which device they authorise).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CodeLookup {
     /// What approving the code does.
     pub kind: CodeKind,
@@ -110,11 +112,13 @@ pub struct CodeLookup {
     pub serial: Option<String>,
     /// When the code expires (RFC 3339, PROTOCOL.md §1).
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
     pub expires: OffsetDateTime,
 }
 
 /// The body of `POST /api/v1/codes/approve` and `POST /api/v1/codes/deny` (PROTOCOL.md §5 step 3, §8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CodeDecision {
     /// The user code in wire form (8 upper-case letters, no hyphen; RFC 8628 §6.1).
     pub user_code: UserCode,
@@ -126,6 +130,7 @@ pub struct CodeDecision {
 
 /// The answer of `GET /api/v1/device` and `PUT /api/v1/device` (PROTOCOL.md §9–10, scope `roger.device`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeviceConfig {
     /// The device id issued at registration (PROTOCOL.md §5 step 4).
     pub device_id: String,
@@ -150,6 +155,7 @@ pub struct DeviceConfig {
 ///
 /// `job_url` is always sent; `null` withdraws a published endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeviceUpdate {
     /// Where desktops `POST` files with `Authorization: Ticket <ticket>` (PROTOCOL.md §9).
     #[serde(default)]
@@ -159,6 +165,7 @@ pub struct DeviceUpdate {
 /// The answer of `GET /api/v1/device/push` (and the app equivalent): short-lived broker credentials that may only
 /// consume one queue (PROTOCOL.md §11).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PushCredentials {
     /// The broker URL (`amqps://…`; plain `amqp://` only on a loopback test broker, R-DISC-2).
     pub url: String,
@@ -172,6 +179,7 @@ pub struct PushCredentials {
     pub queue: String,
     /// When the credentials expire; fetch new ones before (PROTOCOL.md §11).
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
     pub expires_at: OffsetDateTime,
     /// Set by the simulator when it hands out a shared test account on a loopback broker instead of a
     /// per-principal user, "and says so" (PROTOCOL.md §11). Absent means `false`.
@@ -189,6 +197,7 @@ fn is_false(b: &bool) -> bool {
 
 /// The body of `POST /api/v1/tickets/redeem` (PROTOCOL.md §9: one use, bound to job and device).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TicketRedeem {
     /// The ticket the desktop presented as `Authorization: Ticket <ticket>`.
     pub ticket: Ticket,
@@ -197,6 +206,7 @@ pub struct TicketRedeem {
 /// The answer of `POST /api/v1/tickets/redeem`: what the ticket is good for (PROTOCOL.md §9). The MFP accepts the
 /// file only if `device_id` is its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TicketRedemption {
     /// The job the ticket releases.
     pub job_id: String,
@@ -214,6 +224,7 @@ pub struct TicketRedemption {
 
 /// Where a queued job's document lives (PROTOCOL.md §9, R-DATA-1: never on the server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobSource {
     /// A file on the user's drive; released as a pre-authorised URL.
@@ -227,6 +238,7 @@ pub enum JobSource {
 
 /// One queued job (PROTOCOL.md §9 `GET /api/v1/jobs?state=queued`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Job {
     /// The job id.
     pub id: String,
@@ -238,14 +250,17 @@ pub struct Job {
     pub source: JobSource,
     /// When the job was queued.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
     pub created: OffsetDateTime,
     /// When the queued job lapses (default 7 days, PROTOCOL.md §3).
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
     pub expires: OffsetDateTime,
 }
 
 /// The answer of `GET /api/v1/jobs?state=queued` (PROTOCOL.md §9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct JobList {
     /// The caller's queued jobs.
     pub jobs: Vec<Job>,
@@ -254,6 +269,7 @@ pub struct JobList {
 /// The body of `POST /api/v1/jobs/{id}/release` (PROTOCOL.md §9). The MFP sends `{}`; the phone names the
 /// printer, and the server pushes `job.release_requested` to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReleaseRequest {
     /// The printer to release to (phone only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,6 +278,7 @@ pub struct ReleaseRequest {
 
 /// Colour mode of a print or scan (PROTOCOL.md §9 print features, scan profiles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ColorMode {
     /// Colour.
@@ -275,6 +292,7 @@ pub enum ColorMode {
 
 /// Duplex mode of a print (PROTOCOL.md §9 print features).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Duplex {
     /// Single-sided.
@@ -291,6 +309,7 @@ pub enum Duplex {
 /// Print options of a released drive job (PROTOCOL.md §9 `"options":{…}`); every member is optional and the
 /// MFP's defaults apply to what is absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PrintOptions {
     /// Number of copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,11 +328,13 @@ pub struct PrintOptions {
 /// A fresh pre-authorised drive URL for a released drive job (PROTOCOL.md §9: 300 s, R-DATA-1: the MFP fetches
 /// the document from the drive, never through the server).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DocumentLink {
     /// The download URL (a credential, R-SEC-1).
     pub url: PreAuthorizedUrl,
     /// When the URL stops working.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
     pub expires_at: OffsetDateTime,
     /// Document size in bytes.
     pub size: u64,
@@ -322,11 +343,13 @@ pub struct DocumentLink {
 /// A desktop job's hand-over ticket (PROTOCOL.md §9): the desktop `POST`s the file to the MFP's `job_url` with
 /// `Authorization: Ticket <ticket>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DesktopHandover {
     /// The one-use ticket (a credential, R-SEC-1).
     pub ticket: Ticket,
     /// When the ticket lapses.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
     pub expires_at: OffsetDateTime,
 }
 
@@ -336,6 +359,7 @@ pub struct DesktopHandover {
 /// The phone's release (with a `device_id`) only triggers a push; read its answer with
 /// [`crate::wire::classify_api_empty`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum ReleaseAnswer {
     /// A drive job: fetch the document from the pre-authorised URL.
@@ -355,6 +379,7 @@ pub enum ReleaseAnswer {
 
 /// The outcome the MFP reports for a released job (PROTOCOL.md §9). Closed set: a server refuses anything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobOutcome {
     /// Printed; the tenant's after-print rule applies (delete / move to "Printed" / leave).
@@ -365,6 +390,7 @@ pub enum JobOutcome {
 
 /// The body of `POST /api/v1/jobs/{id}/result` (PROTOCOL.md §9; idempotent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct JobResult {
     /// Printed or failed.
     pub state: JobOutcome,
@@ -374,6 +400,7 @@ pub struct JobResult {
 
 /// A desktop job's metadata (PROTOCOL.md §9 `{"desktop":{"file_name","pages"}}`; the file stays on the desktop).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DesktopFile {
     /// The document's file name.
     pub file_name: String,
@@ -384,6 +411,7 @@ pub struct DesktopFile {
 /// The body of `POST /api/v1/jobs` (PROTOCOL.md §9): a drive file (step 2 at the MFP) or a desktop document
 /// (the desktop client). The answer is the created [`Job`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum SubmitJob {
     /// `{"drive_file_id":…}`.
@@ -404,6 +432,7 @@ pub enum SubmitJob {
 
 /// One file of the drive's print folder (PROTOCOL.md §9: ids, names, sizes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DriveFile {
     /// The drive's file id.
     pub id: String,
@@ -415,6 +444,7 @@ pub struct DriveFile {
 
 /// The answer of `GET /api/v1/drive/files?folder=Print` (PROTOCOL.md §9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DriveFileList {
     /// The files.
     pub files: Vec<DriveFile>,
@@ -422,6 +452,7 @@ pub struct DriveFileList {
 
 /// The answer of `GET /api/v1/print-features` (PROTOCOL.md §9): what the user may choose at the panel.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PrintFeatures {
     /// Allowed colour modes.
     #[serde(default)]
@@ -442,6 +473,7 @@ pub struct PrintFeatures {
 
 /// One scan profile (PROTOCOL.md §9 `GET /api/v1/scan-profiles`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ScanProfile {
     /// The profile id, sent back in [`ScanCreate`].
     pub id: String,
@@ -463,6 +495,7 @@ pub struct ScanProfile {
 
 /// The answer of `GET /api/v1/scan-profiles` (PROTOCOL.md §9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ScanProfileList {
     /// The profiles.
     pub profiles: Vec<ScanProfile>,
@@ -470,6 +503,7 @@ pub struct ScanProfileList {
 
 /// The body of `POST /api/v1/scans` (PROTOCOL.md §9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ScanCreate {
     /// The chosen profile.
     pub profile_id: String,
@@ -478,16 +512,19 @@ pub struct ScanCreate {
 /// A pre-authorised, resumable upload session into the drive's "Scan" folder (PROTOCOL.md §9: the MFP `PUT`s
 /// with `Content-Range`; R-DATA-1: the scan never passes through the server).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UploadLink {
     /// The upload URL (a credential, R-SEC-1).
     pub url: PreAuthorizedUrl,
     /// When the session lapses.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
     pub expires_at: OffsetDateTime,
 }
 
 /// The answer of `POST /api/v1/scans` (PROTOCOL.md §9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ScanCreated {
     /// The scan id, used in `POST /api/v1/scans/{id}/complete`.
     pub scan_id: String,
@@ -498,6 +535,7 @@ pub struct ScanCreated {
 /// The body of `POST /api/v1/scans/{id}/complete` (PROTOCOL.md §9). Technical records only (R-DATA-2: never a
 /// scan file name); `{}` is a valid body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ScanComplete {
     /// Bytes uploaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -514,6 +552,7 @@ pub struct ScanComplete {
 /// The body of `POST /api/v1/sessions/end` (PROTOCOL.md §8 "End": the user ends their session at a printer from
 /// the app; the server pushes `session.ended`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SessionEnd {
     /// The printer whose session ends.
     pub device_id: String,
@@ -525,6 +564,7 @@ pub use crate::token::TokenUser as UserProfile;
 
 /// A print job in the data export (R-DATA-2: the file name is kept, the document is not).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExportedJob {
     /// The job id.
     pub id: String,
@@ -536,24 +576,29 @@ pub struct ExportedJob {
     pub source: JobSource,
     /// When it was queued.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
     pub created: OffsetDateTime,
 }
 
 /// A scan in the data export (R-DATA-2: timestamps only, never a file name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExportedScan {
     /// The scan id.
     pub id: String,
     /// When the scan was started.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
     pub created: OffsetDateTime,
     /// When the upload was reported complete.
     #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Rfc3339>"))]
     pub completed: Option<OffsetDateTime>,
 }
 
 /// The answer of `GET /api/v1/me/export` (R-DATA-2): everything the server keeps about the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MeExport {
     /// The person.
     pub user: UserProfile,

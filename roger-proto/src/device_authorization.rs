@@ -86,6 +86,7 @@ impl DeviceAuthorizationRequest {
 
 /// The device authorization response (RFC 8628 §3.2) with Roger's `request_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeviceAuthorizationResponse {
     /// The device verification code.
     pub device_code: DeviceCode,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// One region: its API origin and its broker (R-DISC-1: unknown members are ignored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Region {
     /// Short id, e.g. `eu`.
     pub id: String,
@@ -19,6 +20,7 @@ pub struct Region {
 
 /// The answer of `GET {discovery}/regions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Regions {
     /// The regions on offer.
     pub regions: Vec<Region>,

@@ -48,6 +48,26 @@ pub enum OAuthErrorCode {
 }
 
 impl OAuthErrorCode {
+    /// Every code this crate names (all but [`Self::Other`]).
+    pub const KNOWN: [Self; 16] = [
+        Self::InvalidRequest,
+        Self::InvalidClient,
+        Self::InvalidGrant,
+        Self::UnauthorizedClient,
+        Self::UnsupportedGrantType,
+        Self::InvalidScope,
+        Self::AccessDenied,
+        Self::UnsupportedResponseType,
+        Self::ServerError,
+        Self::TemporarilyUnavailable,
+        Self::AuthorizationPending,
+        Self::SlowDown,
+        Self::ExpiredToken,
+        Self::InvalidToken,
+        Self::InsufficientScope,
+        Self::UnsupportedTokenType,
+    ];
+
     /// The wire string.
     pub fn as_str(&self) -> &str {
         match self {
@@ -114,8 +134,28 @@ impl<'de> Deserialize<'de> for OAuthErrorCode {
     }
 }
 
+/// A string (RFC 6749 §5.2, RFC 6750 §3.1, RFC 8628 §3.5, RFC 7009 §2.2.1 codes, and any other: a client must not
+/// fail on an unknown code); the known codes are listed as `examples` (`schema` feature).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for OAuthErrorCode {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "OAuthErrorCode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let codes = Self::KNOWN;
+        let known: Vec<&str> = codes.iter().map(Self::as_str).collect();
+        schemars::json_schema!({ "type": "string", "examples": known })
+    }
+}
+
 /// The error body of RFC 6749 §5.2 (also used by RFC 8628 §3.5 and RFC 7009 §2.2.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OAuthErrorResponse {
     /// The error code.
     pub error: OAuthErrorCode,
@@ -144,6 +184,7 @@ impl OAuthErrorResponse {
 ///
 /// `type` is `urn:roger:problem:<name>`; unknown members are ignored (RFC 9457 §3.2 allows extensions).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ProblemDetails {
     /// A URI reference naming the problem type (RFC 9457 §3.1.1); `about:blank` when absent.
     #[serde(rename = "type", default = "about_blank")]
@@ -199,6 +240,7 @@ impl ProblemDetails {
 /// What a peer did wrong, as a flat list the conformance suite can count and report (after rustls'
 /// `PeerMisbehaved`). Each variant names the rule it breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum PeerViolation {
@@ -403,6 +445,9 @@ mod tests {
             assert_eq!(serde_json::from_str::<OAuthErrorCode>(&json).unwrap(), c);
         }
         assert_eq!(OAuthErrorCode::parse("x"), OAuthErrorCode::Other("x".into()));
+        for c in OAuthErrorCode::KNOWN {
+            assert_eq!(OAuthErrorCode::parse(c.as_str()), c, "KNOWN lists only named codes");
+        }
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //!   panel session with QR rotation);
 //! * [`secret`]: redacting, constant-time, zeroizing newtypes for every credential (R-SEC-1).
 //!
+//! With the `schema` feature every wire type also implements `schemars::JsonSchema`, and the `schema` module holds
+//! the shared pieces of those schemas (DESIGN.md: "a machine-readable contract generated from the Rust types").
+//!
 //! The `driver` module exists with the `driver` feature (an async transport trait and loops); `reqwest` adds a
 //! ready transport.
 //!
@@ -77,6 +80,8 @@ pub mod poller;
 pub mod push;
 pub mod qr;
 pub mod revocation;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod secret;
 #[cfg(feature = "server")]
 pub mod server;

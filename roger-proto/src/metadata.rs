@@ -20,6 +20,7 @@ pub const API_MAJOR_VERSION: &str = "1";
 
 /// RFC 8414 §2 metadata with the Roger extensions. Unknown members are ignored (RFC 8414 §3.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AuthorizationServerMetadata {
     /// MUST equal the API origin (RFC 8414 §3.3, R-META-1).
     pub issuer: String,

@@ -155,6 +155,26 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
+/// The JSON Schema pattern of an [`Id`] (R-PUSH-1).
+#[cfg(feature = "schema")]
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
+
+/// A string of [`ID_PATTERN`] (`schema` feature).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Id {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PushId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "An id (R-PUSH-1): 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+            "type": "string",
+            "pattern": ID_PATTERN
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------------------------
@@ -487,6 +507,62 @@ impl<'de> Deserialize<'de> for PushEnvelope {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = RawEnvelope::deserialize(deserializer)?;
         Self::from_raw(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The strict wire contract of R-PUSH-1 (what [`PushEnvelope::parse_strict`] accepts, `schema` feature): exactly
+/// the members of PROTOCOL.md §11, one of `device_id` and `user_id`, every `data` value an id, and for each known
+/// event type the data members it must carry.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for PushEnvelope {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PushEnvelope".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let id = generator.subschema_for::<Id>();
+        let data_members: [(&str, &[&str]); 7] = [
+            (CODE_APPROVED, &["request_id"]),
+            (CODE_DENIED, &["request_id"]),
+            (SESSION_ENDED, &["device_id"]),
+            (JOB_QUEUED, &["job_id"]),
+            (JOB_RELEASE_REQUESTED, &["job_id", "device_id"]),
+            (DEVICE_DISCONNECTED, &["device_id"]),
+            (CONFIG_CHANGED, &[]),
+        ];
+        let rules: Vec<Value> = data_members
+            .iter()
+            .filter(|(_, members)| !members.is_empty())
+            .map(|(event_type, members)| {
+                serde_json::json!({
+                    "if": { "properties": { "type": { "const": event_type } }, "required": ["type"] },
+                    "then": {
+                        "properties": { "data": { "type": "object", "required": members } },
+                        "required": ["data"]
+                    }
+                })
+            })
+            .collect();
+        schemars::json_schema!({
+            "description": concat!(
+                "A push doorbell (PROTOCOL.md §11, R-PUSH-1): ids only, never a token, code, URL or document. ",
+                "Published to the topic exchange roger.events with content_type application/json, message_id = id, ",
+                "persistent."
+            ),
+            "type": "object",
+            "properties": {
+                "id": id,
+                "type": { "type": "string", "pattern": ID_PATTERN, "examples": EVENT_TYPES },
+                "occurred_at": { "type": "string", "format": "date-time" },
+                "device_id": id,
+                "user_id": id,
+                "data": { "type": ["object", "null"], "additionalProperties": id }
+            },
+            "required": ["id", "type", "occurred_at"],
+            "additionalProperties": false,
+            "oneOf": [{ "required": ["device_id"] }, { "required": ["user_id"] }],
+            "allOf": rules
+        })
     }
 }
 

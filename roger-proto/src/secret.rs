@@ -77,6 +77,22 @@ macro_rules! secret_type {
             }
         }
 
+        /// A plain string on the wire, marked as a credential (`schema` feature; R-SEC-1).
+        #[cfg(feature = "schema")]
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                crate::schema::secret_string()
+            }
+        }
+
         impl From<String> for $name {
             fn from(value: String) -> Self {
                 Self::new(value)

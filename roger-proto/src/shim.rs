@@ -78,6 +78,7 @@ fn redacted_data_error(e: &serde_json::Error) -> String {
 
 /// The state of the MFP panel as the shim reports it (PROTOCOL.md §13 `panel`, R-TOK-4 *disconnected*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PanelState {
     /// Not registered yet.
@@ -94,6 +95,7 @@ pub enum PanelState {
 
 /// A request from the runner to the shim (PROTOCOL.md §13), one JSON line tagged by `op`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ShimRequest {
     /// Start the MFP client against a discovery service; answer [`StartAnswer`].
@@ -332,8 +334,29 @@ impl<'de> Deserialize<'de> for ShimAnswer {
     }
 }
 
+/// `{"ok":true,…}` or `{"ok":false,"error":"…",…}` (PROTOCOL.md §13, `schema` feature); the other members are
+/// those of the typed answer of the request's `op` ([`StartAnswer`], [`RegisterAnswer`], [`PanelAnswer`], …).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for ShimAnswer {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ShimAnswer".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "One answer line of the conformance shim (PROTOCOL.md §13).",
+            "type": "object",
+            "properties": { "ok": { "type": "boolean" }, "error": { "type": "string" } },
+            "required": ["ok"],
+            "if": { "properties": { "ok": { "const": false } } },
+            "then": { "required": ["error"] }
+        })
+    }
+}
+
 /// The answer to `start` (PROTOCOL.md §13).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StartAnswer {
     /// What the shim can do, e.g. [`CAP_SCREENSHOT`], [`CAP_PUSH`].
     #[serde(default)]
@@ -342,6 +365,7 @@ pub struct StartAnswer {
 
 /// The answer to `register` (PROTOCOL.md §13, R-QR-1: the QR and the user code are both shown).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RegisterAnswer {
     /// The QR payload (`verification_uri_complete`).
     pub qr: String,
@@ -354,6 +378,7 @@ pub struct RegisterAnswer {
 
 /// The answer to `panel`, and to `wait` once the state is reached (PROTOCOL.md §13).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PanelAnswer {
     /// The panel state.
     pub state: PanelState,
@@ -376,6 +401,7 @@ pub struct PanelAnswer {
 
 /// The answer to `pin` (PROTOCOL.md §13: `false` in `disconnected`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PinAnswer {
     /// Whether the login succeeded.
     pub accepted: bool,
@@ -383,6 +409,7 @@ pub struct PinAnswer {
 
 /// One job as the panel lists it (PROTOCOL.md §13 `jobs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ShimJob {
     /// The job id.
     pub id: String,
@@ -392,6 +419,7 @@ pub struct ShimJob {
 
 /// The answer to `jobs` (PROTOCOL.md §13).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct JobsAnswer {
     /// The jobs.
     pub jobs: Vec<ShimJob>,
@@ -399,6 +427,9 @@ pub struct JobsAnswer {
 
 /// The answer to `release` (PROTOCOL.md §13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+// Named apart from the API's `ReleaseAnswer` in generated schemas.
+#[cfg_attr(feature = "schema", schemars(rename = "ShimReleaseAnswer"))]
 pub struct ReleaseAnswer {
     /// Whether the job printed.
     pub printed: bool,
@@ -406,6 +437,7 @@ pub struct ReleaseAnswer {
 
 /// The answer to `scan` (PROTOCOL.md §13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ScanAnswer {
     /// Whether the scan reached the drive.
     pub uploaded: bool,

@@ -218,6 +218,7 @@ impl TokenRequestError {
 
 /// The user a step-1, step-2 or app token belongs to (PROTOCOL.md §8: `user {id, username, display_name, email}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenUser {
     /// Stable user id.
     pub id: String,
@@ -236,6 +237,7 @@ pub struct TokenUser {
 /// Tolerant where real servers are sloppy: `expires_in` may be a string; `token_type` is compared
 /// case-insensitively (RFC 6749 §5.1: "The value is case insensitive").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenResponse {
     /// The access token.
     pub access_token: AccessToken,

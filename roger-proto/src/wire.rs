@@ -32,7 +32,7 @@ pub enum FormError {
         /// Its name.
         name: &'static str,
     },
-    /// The body is not UTF-8.
+    /// The body is not UTF-8, or a percent-encoded name or value does not decode to UTF-8 (RFC 6749 Appendix B).
     #[error("form body is not UTF-8")]
     NotUtf8,
 }
@@ -44,20 +44,27 @@ pub struct Form {
 }
 
 impl Form {
-    /// Parses `application/x-www-form-urlencoded` bytes, refusing duplicate parameters and invalid UTF-8.
+    /// Parses `application/x-www-form-urlencoded` bytes, refusing duplicate parameters and invalid UTF-8, also when
+    /// it is percent-encoded (`%FF`): RFC 6749 Appendix B encodes names and values as UTF-8 before percent-encoding,
+    /// so such a request is malformed and is not silently decoded to U+FFFD.
     pub fn parse(body: &[u8]) -> Result<Self, FormError> {
         if std::str::from_utf8(body).is_err() {
             return Err(FormError::NotUtf8);
         }
         let mut pairs: Vec<(String, String)> = Vec::new();
-        for (k, v) in form_urlencoded::parse(body) {
+        for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+            let (k, v) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            let (k, v) = (decode_form_component(k)?, decode_form_component(v)?);
             if k.is_empty() && v.is_empty() {
                 continue;
             }
             if pairs.iter().any(|(name, _)| *name == k) {
-                return Err(FormError::Duplicate(k.into_owned()));
+                return Err(FormError::Duplicate(k));
             }
-            pairs.push((k.into_owned(), v.into_owned()));
+            pairs.push((k, v));
         }
         Ok(Self { pairs })
     }
@@ -76,6 +83,31 @@ impl Form {
     pub fn pairs(&self) -> &[(String, String)] {
         &self.pairs
     }
+}
+
+/// Decodes one name or value as `form_urlencoded::parse` does (`+` is a space, `%XX` a byte, a `%` without two hex
+/// digits stays as it is), but strictly: bytes that are not UTF-8 are an error, not U+FFFD.
+fn decode_form_component(input: &[u8]) -> Result<String, FormError> {
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| FormError::NotUtf8)
 }
 
 /// Serialises pairs as a form body; `None` values are left out.
@@ -337,6 +369,22 @@ mod tests {
         assert_eq!(f.get("b"), None, "empty values are omitted (RFC 6749 §3.1)");
         assert_eq!(f.get("c"), Some("x y"));
         assert_eq!(Form::parse(&[0xff, b'=', b'1']), Err(FormError::NotUtf8));
+    }
+
+    /// RFC 6749 Appendix B: percent-encoded bytes must decode to UTF-8 too; otherwise decoding is that of
+    /// `form_urlencoded` (`+`, `%XX`, a stray `%` kept as it is).
+    #[test]
+    fn form_refuses_percent_encoded_invalid_utf8() {
+        assert_eq!(Form::parse(b"a=%ff%fe"), Err(FormError::NotUtf8));
+        assert_eq!(Form::parse(b"%C3=1"), Err(FormError::NotUtf8), "names too");
+        for body in ["a=%C3%A9+b&c=%&d=%4&e=%zz%41&f=100%25&g&&=&h==x", "", "&&", "x=%EF%BF%BD"] {
+            let ours = Form::parse(body.as_bytes()).unwrap();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+                .filter(|(k, v)| !(k.is_empty() && v.is_empty()))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(ours.pairs(), &theirs[..], "{body}");
+        }
     }
 
     /// A 200 that carries `{"error":…}` is an error.

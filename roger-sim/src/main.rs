@@ -80,6 +80,16 @@ async fn run_server(args: ServerArgs) -> ExitCode {
         control_token: args.control_token,
         ..ServerConfig::default()
     };
+    // Watch for SIGTERM (and Ctrl-C) before the contract line goes out: a harness may send it as soon as it has read the line,
+    // and a signal that arrives before the handler exists would kill the process uncleanly.
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("roger-sim server: cannot watch SIGTERM and SIGINT: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -97,16 +107,9 @@ async fn run_server(args: ServerArgs) -> ExitCode {
     if let Some(ca) = &server.info.ca {
         eprintln!("roger-sim server: trust the CA at {ca}");
     }
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("roger-sim server: cannot watch SIGTERM: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     tokio::select! {
         _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
     }
     server.stop().await;
     ExitCode::SUCCESS

@@ -1,7 +1,7 @@
 //! Scenario: the phone's login (PROTOCOL.md §4, docs/protocol.md §3.4, §3.5.1; RFC 7636 PKCE S256, RFC 6749
 //! §4.1.2, §10.12 CSRF, §10.13 clickjacking). The login page forbids framing (`Content-Security-Policy:
 //! frame-ancestors 'none'`) and binds its CSRF token to a `SameSite=Strict` cookie; a POST without that cookie is
-//! `403` and a wrong password is a `401` page, neither with a redirect. The code redeems only with the right PKCE
+//! `403` and a wrong password is the form again (200, docs/protocol.md §3.4), neither with a redirect. The code redeems only with the right PKCE
 //! verifier (`invalid_grant` otherwise) and only once: a second redemption fails and revokes what the first minted.
 
 mod common;
@@ -91,12 +91,12 @@ async fn login_form_is_protected_against_framing_and_csrf() {
     assert_eq!(r.status().as_u16(), 403);
     assert!(r.headers().get("location").is_none());
 
-    // Cookie and token, wrong password: a 401 page with the form again, no redirect.
+    // Cookie and token, wrong password: the form again with a message, no redirect.
     let r = post(body(&csrf, "wrong-pass"), Some(&pair)).await.unwrap();
-    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.status().as_u16(), 200);
     assert!(r.headers().get("location").is_none());
     assert!(r.text().await.unwrap().contains("name=\"csrf_token\""), "the form again");
-    assert_eq!(s.app_login_location("alice", "wrong-pass").await.unwrap_err(), 401);
+    assert_eq!(s.app_login_location("alice", "wrong-pass").await.unwrap_err(), 200);
 
     // Cookie, token and the right password: 302 to the app with code and state.
     let r = post(body(&csrf, "alice-pass"), Some(&pair)).await.unwrap();

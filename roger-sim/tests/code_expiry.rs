@@ -61,8 +61,9 @@ async fn registration_code_lifetime_is_a_setting() {
     let lookup: CodeLookup = roger_proto::wire::classify_api(&a.to_http()).expect("lookup while alive");
     assert_eq!(lookup.kind, CodeKind::Registration);
     let clock = s.raw("GET", "/sim/clock", &[], Vec::new()).await.json();
-    let now = time::OffsetDateTime::parse(clock["now"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let now =
+        time::OffsetDateTime::parse(clock["now"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap();
     let left = lookup.expires - now;
     assert!(left > time::Duration::ZERO && left <= time::Duration::seconds(3), "expires within 3 s: {left}");
 

@@ -118,7 +118,14 @@ async fn qr_session_then_release_from_the_drive() {
     let a = s.send(list_jobs(&s.api, &user.access_token).unwrap()).await;
     let jobs: JobList = classify_api(&a.to_http()).expect("job list");
     assert!(jobs.jobs.iter().all(|j| j.id != job.id), "no longer queued: {jobs:?}");
-    let a = s.raw("GET", "/api/v1/jobs?state=printed", &[("authorization", &format!("Bearer {}", user.access_token.secret()))], Vec::new()).await;
+    let a = s
+        .raw(
+            "GET",
+            "/api/v1/jobs?state=printed",
+            &[("authorization", &format!("Bearer {}", user.access_token.secret()))],
+            Vec::new(),
+        )
+        .await;
     let printed: JobList = classify_api(&a.to_http()).expect("printed jobs");
     assert!(printed.jobs.iter().any(|j| j.id == job.id), "listed as printed: {printed:?}");
 

@@ -85,6 +85,7 @@ pub enum ReleaseOutcome {
 
 /// The `202` body of a phone release (docs/protocol.md §3.13): which job was asked for at which printer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReleaseRequested {
     /// The job.
     pub job_id: String,
@@ -95,6 +96,7 @@ pub struct ReleaseRequested {
 /// The answer of `POST /api/v1/jobs/{id}/handover` (docs/protocol.md §3.13, C1): where and with which ticket the
 /// desktop delivers a released desktop job. No-store (it carries a ticket, R-SEC-1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Handover {
     /// The printer the job was released to.
     pub device_id: String,
@@ -104,6 +106,7 @@ pub struct Handover {
     pub ticket: Ticket,
     /// When the ticket lapses.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
     pub expires_at: OffsetDateTime,
 }
 

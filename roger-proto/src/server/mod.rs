@@ -332,6 +332,10 @@ impl RateLimits {
     }
 }
 
+/// How long [`ServerCore::sweep`] keeps a device code after it expired, so that late polls still get
+/// `expired_token` (RFC 8628 §3.5) rather than `invalid_grant` for an unknown code.
+pub const EXPIRED_CODE_MEMORY_SECS: i64 = 3600;
+
 /// The server core. See the module documentation.
 #[derive(Debug)]
 pub struct ServerCore {
@@ -598,17 +602,22 @@ impl ServerCore {
         }
     }
 
-    /// Removes what has expired at `now`: device codes, access tokens, authorization codes, tickets, queued jobs
-    /// past their lifetime, and refresh families dead for longer than the reuse-detection window. Call it now and
-    /// then (the simulator does on every clock advance).
+    /// Removes what has expired at `now`: device codes ([`EXPIRED_CODE_MEMORY_SECS`] after their expiry), access
+    /// tokens, authorization codes, tickets, queued jobs past their lifetime, and refresh families dead for longer
+    /// than the reuse-detection window. Call it now and then (the simulator does on every clock advance).
     pub fn sweep(&mut self, now: OffsetDateTime) {
         let codes: Vec<SecretHash> = self
             .state
             .codes
             .iter()
-            .filter(|(_, c)| {
-                c.expires <= now
-                    && !matches!(&c.state, CodeState::Redeemed { at, .. } if (now - *at).whole_seconds() <= settings::DEVICE_CODE_GRACE_SECS)
+            .filter(|(_, c)| match &c.state {
+                // R-DEV-1: a redeemed code answers repeats for 30 s after its first success.
+                CodeState::Redeemed { at, .. } => {
+                    c.expires <= now && (now - *at).whole_seconds() > settings::DEVICE_CODE_GRACE_SECS
+                }
+                // RFC 8628 §3.5: a late poll of an expired code gets `expired_token` (the client fetches a new
+                // code), not `invalid_grant` (the client gives up), so expired codes are remembered for a while.
+                _ => (now - c.expires).whole_seconds() >= EXPIRED_CODE_MEMORY_SECS,
             })
             .map(|(h, _)| h.clone())
             .collect();

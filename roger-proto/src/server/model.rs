@@ -101,7 +101,7 @@ pub enum CodeState {
     Denied,
     /// Redeemed (R-DEV-1: a repeat within 30 s re-mints for the same subject and revokes the first pair).
     Redeemed {
-        /// When.
+        /// When it was first redeemed (the R-DEV-1 window starts here; a re-mint keeps it).
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
         /// The approving user (kept for the re-mint).

@@ -18,6 +18,9 @@ use crate::revocation::RevocationRequest;
 use crate::secret::{AccessToken, DeviceCode, RefreshToken, UserCode, VerificationUriComplete};
 use crate::token::{client_id, scope, TokenRequest, TokenResponse, TokenUser};
 
+/// Longest `device_model` / `device_serial` of a device authorization request (docs/protocol.md §3.7).
+pub const MAX_DEVICE_FACT_LEN: usize = 64;
+
 /// The public clients of PROTOCOL.md §3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientKind {
@@ -58,6 +61,14 @@ pub enum LoginFailure {
     /// (R-PWD-2: identical for every cause).
     #[error("the tenant, user name or password is wrong")]
     BadCredentials,
+}
+
+/// The printer a token speaks for or was issued at (device tokens, user tokens at an MFP).
+fn subject_device(subject: &Subject) -> Option<&str> {
+    match subject {
+        Subject::Device { device_id } => Some(device_id),
+        Subject::User { device_id, .. } => device_id.as_deref(),
+    }
 }
 
 fn unix(t: OffsetDateTime) -> i64 {
@@ -203,6 +214,13 @@ impl ServerCore {
             client_kind(&req.client_id).ok_or_else(|| OAuthFailure::bad(E::InvalidClient, "unknown client_id"))?;
         let (code_kind, device, lifetime, interval) = match (kind, req.scope.as_str()) {
             (ClientKind::Mfp, scope::DEVICE) => {
+                // docs/protocol.md §3.7: a registration names the printer (shown to the approving admin, R-QR-2).
+                if req.device_model.is_none() || req.device_serial.is_none() {
+                    return Err(OAuthFailure::bad(
+                        E::InvalidRequest,
+                        "a registration carries device_model and device_serial",
+                    ));
+                }
                 (CodeKind::Registration, None, self.defaults.registration_code_secs, self.defaults.interval_secs)
             }
             (ClientKind::Mfp, scope::RELEASE) => {
@@ -215,6 +233,13 @@ impl ServerCore {
             }
             _ => return Err(OAuthFailure::bad(E::InvalidScope, "this client may not request this scope here")),
         };
+        let too_long = |v: &Option<String>| v.as_ref().is_some_and(|v| v.chars().count() > MAX_DEVICE_FACT_LEN);
+        if too_long(&req.device_model) || too_long(&req.device_serial) {
+            return Err(OAuthFailure::bad(
+                E::InvalidRequest,
+                "device_model and device_serial are at most 64 characters",
+            ));
+        }
         let (device_code, hash) = self.minter.secret(SecretKind::DeviceCode);
         let mut user_code = self.minter.user_code();
         while self.user_codes.contains_key(&user_code) {
@@ -433,7 +458,12 @@ impl ServerCore {
                 (resp, hash, Some(fam), None)
             }
         };
-        rec.state = CodeState::Redeemed { at: now, user: user.id.clone(), device_id, access: access_hash, family };
+        // R-DEV-1: the 30 s window runs from the first success; a re-mint for a lost answer does not extend it.
+        let at = match rec.state {
+            CodeState::Redeemed { at, .. } => at,
+            _ => now,
+        };
+        rec.state = CodeState::Redeemed { at, user: user.id.clone(), device_id, access: access_hash, family };
         self.put_code(rec);
         Ok(response)
     }
@@ -724,7 +754,8 @@ impl ServerCore {
 
     /// `POST /oauth/revoke`: 200 also for unknown tokens (RFC 7009 §2.2); a refresh token takes its family and its
     /// access tokens with it. With an `Authorization` header the client must pass device-bound authentication
-    /// (the MFP revoking user tokens, PROTOCOL.md §6–7). A token of another client is left alone (docs C3).
+    /// (the MFP revoking user tokens, PROTOCOL.md §6–7). A token of another client, or of another printer, is left
+    /// alone (docs C3).
     pub fn revoke(
         &mut self,
         now: OffsetDateTime,
@@ -734,18 +765,23 @@ impl ServerCore {
         if client_kind(&req.client_id).is_none() {
             return Err(OAuthFailure::bad(E::InvalidClient, "unknown client_id"));
         }
-        if authorization.is_some() {
-            self.device_client(now, authorization, &req.client_id)?;
-        }
+        let caller = match authorization {
+            Some(_) => Some(self.device_client(now, authorization, &req.client_id)?.id),
+            None => None,
+        };
+        // docs C3: a token of another client, or (device-bound) of another printer, is left alone.
+        let owned = |client: &str, subject: &Subject| {
+            client == req.client_id && caller.as_deref().is_none_or(|d| subject_device(subject) == Some(d))
+        };
         let hash = SecretHash::of(req.token.secret());
         if let Some(a) = self.state.access.get(&hash).cloned() {
-            if a.client_id == req.client_id {
+            if owned(&a.client_id, &a.subject) {
                 self.delete_access(&hash);
             }
             return Ok(());
         }
         if let Some(fid) = self.refresh_index.get(&hash).cloned() {
-            if self.state.families.get(&fid).is_some_and(|f| f.client_id == req.client_id) {
+            if self.state.families.get(&fid).is_some_and(|f| owned(&f.client_id, &f.subject)) {
                 self.revoke_family(&fid);
             }
         }
@@ -781,7 +817,7 @@ impl ServerCore {
             }
             None => {
                 self.limits.hit(key, now, 60);
-                Err(ApiFailure::new(404, "unknown-code", "No pending code with that value"))
+                Err(ApiFailure::new(404, "not-found", "No pending code with that value"))
             }
         }
     }
@@ -801,7 +837,7 @@ impl ServerCore {
         let user = self.require_app_user(who)?;
         let c = self.find_code(now, who, user_code)?;
         if c.kind == CodeKind::Registration && !user.admin {
-            return Err(ApiFailure::new(403, "admin-required", "Only tenant admins approve printer registrations"));
+            return Err(ApiFailure::new(403, "forbidden", "Only tenant admins approve printer registrations"));
         }
         Ok(CodeLookup {
             kind: match c.kind {
@@ -828,7 +864,7 @@ impl ServerCore {
         let user = self.require_app_user(who)?;
         let mut c = self.find_code(now, who, user_code)?;
         if c.kind == CodeKind::Registration && !user.admin {
-            return Err(ApiFailure::new(403, "admin-required", "Only tenant admins approve printer registrations"));
+            return Err(ApiFailure::new(403, "forbidden", "Only tenant admins approve printer registrations"));
         }
         c.state = if approve { CodeState::Approved { user: user.id.clone() } } else { CodeState::Denied };
         let (request_id, device, kind) = (c.request_id.clone(), c.device_id.clone(), c.kind);
@@ -901,6 +937,30 @@ mod tests {
         let changes = c.take_changes();
         let stored = serde_json::to_string(&changes).unwrap();
         assert!(!stored.contains(r.device_code.secret()), "only the hash of a device code is stored");
+    }
+
+    /// docs/protocol.md §3.7: a registration names model and serial (both REQUIRED, at most 64 characters).
+    #[test]
+    fn registration_requires_model_and_serial() {
+        let mut c = core();
+        let bad = |model: Option<&str>, serial: Option<&str>| DeviceAuthorizationRequest {
+            device_model: model.map(str::to_owned),
+            device_serial: serial.map(str::to_owned),
+            ..reg_request()
+        };
+        let long = "m".repeat(MAX_DEVICE_FACT_LEN + 1);
+        for req in
+            [bad(None, Some("SN")), bad(Some("MX"), None), bad(Some(&long), Some("SN")), bad(Some("MX"), Some(&long))]
+        {
+            let e = c.device_authorization(t0(), &req, None).unwrap_err();
+            assert_eq!((e.status, e.body.error), (400, E::InvalidRequest), "{req:?}");
+        }
+        let just = "m".repeat(MAX_DEVICE_FACT_LEN);
+        assert!(c.device_authorization(t0(), &bad(Some(&just), Some(&just)), None).is_ok());
+        assert!(
+            c.device_authorization(t0(), &DeviceAuthorizationRequest::desktop(), None).is_ok(),
+            "desktop: optional"
+        );
     }
 
     /// PROTOCOL.md §5.4 / §12: too-fast polls get slow_down and the interval grows by 5 s for good.
@@ -1127,6 +1187,47 @@ mod tests {
         assert!(refresh(&mut c, at(32), &rt).is_err());
         let unknown = RevocationRequest::access(&AccessToken::new("nope"), "emb-acme");
         assert!(c.revoke(at(33), &unknown, None).is_ok());
+    }
+
+    /// R-DEV-1: the 30 s window runs from the first success; a re-mint inside it does not extend it.
+    #[test]
+    fn redemption_window_runs_from_the_first_success() {
+        let mut c = core();
+        let r = c.device_authorization(t0(), &reg_request(), None).unwrap();
+        let admin = app_principal(&mut c, "u-admin");
+        c.decide_code(at(1), &admin, r.user_code.secret(), true).unwrap();
+        let first = poll(&mut c, at(5), &r.device_code, None).unwrap();
+        let second = poll(&mut c, at(30), &r.device_code, None).unwrap();
+        assert_eq!(first.device_id, second.device_id);
+        assert_eq!(poll(&mut c, at(40), &r.device_code, None).unwrap_err().body.error, E::InvalidGrant);
+    }
+
+    /// RFC 8628 §3.5: a sweep does not turn an expired code into an unknown one (`expired_token`, not
+    /// `invalid_grant`) until it has been expired for a while.
+    #[test]
+    fn swept_codes_still_answer_expired_token() {
+        let mut c = core();
+        let r = c.device_authorization(t0(), &reg_request(), None).unwrap();
+        c.sweep(at(601));
+        assert_eq!(poll(&mut c, at(601), &r.device_code, None).unwrap_err().body.error, E::ExpiredToken);
+        c.sweep(at(600 + super::super::EXPIRED_CODE_MEMORY_SECS));
+        assert_eq!(poll(&mut c, at(4300), &r.device_code, None).unwrap_err().body.error, E::InvalidGrant);
+    }
+
+    /// docs/protocol.md C3: with device-bound authentication a printer revokes only its own user tokens.
+    #[test]
+    fn device_bound_revocation_spares_other_printers_tokens() {
+        let mut c = core();
+        let a = register(&mut c);
+        let b = register(&mut c);
+        let subject = Subject::User { user_id: "u-alice".into(), device_id: a.device_id.clone() };
+        let (user, _) = c.mint_access(at(10), "emb-acme", "acme", subject, scope::RELEASE, None);
+        let bearer = |t: &TokenResponse| format!("Bearer {}", t.access_token.secret());
+        let req = RevocationRequest::access(&user, "emb-acme");
+        assert!(c.revoke(at(11), &req, Some(&bearer(&b))).is_ok(), "200 without effect");
+        assert!(c.authenticate(at(12), Some(&format!("Bearer {}", user.secret()))).is_ok());
+        c.revoke(at(13), &req, Some(&bearer(&a))).unwrap();
+        assert!(c.authenticate(at(14), Some(&format!("Bearer {}", user.secret()))).is_err());
     }
 
     /// PROTOCOL.md §4 / RFC 7636: app login with PKCE; wrong verifier refused; code reuse refused and revokes.

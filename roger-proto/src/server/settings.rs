@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// What happens to a drive job's file after it printed (whitepaper: delete, move to "Printed", or leave).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AfterPrint {
     /// Delete the file.
@@ -17,6 +18,7 @@ pub enum AfterPrint {
 
 /// Argon2id cost parameters (RFC 9106; cheap in tests, real in production).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Argon2Cost {
     /// Memory in KiB.
     pub m_kib: u32,
@@ -35,6 +37,7 @@ impl Argon2Cost {
 
 /// The settings of one tenant. Every lifetime the server applies reads these.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default)]
 pub struct TenantSettings {
     /// Access-token lifetime in seconds (1200).

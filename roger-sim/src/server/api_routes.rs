@@ -79,7 +79,7 @@ fn path_arg(p: P) -> Result<String, Response> {
 }
 
 fn body_arg(b: Body) -> Result<Bytes, Response> {
-    b.map_err(|_| problem(&ApiFailure::new(413, "too-large", "The body is unreadable or too large")))
+    b.map_err(|_| problem(&ApiFailure::new(413, "payload-too-large", "The body is unreadable or too large")))
 }
 
 fn push_config(s: &Shared) -> PushConfig {

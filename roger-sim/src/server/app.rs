@@ -4,14 +4,15 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::response::Response;
-use roger_proto::server::{ApiFailure, ServerCore};
+use roger_proto::push::Id;
+use roger_proto::server::{ApiFailure, ServerCore, Table};
 use time::OffsetDateTime;
 
 use super::clock::SharedClock;
 use super::log::{LogEntry, RequestLog};
 use super::respond::problem;
 use super::store::Store;
-use crate::bus::PushBus;
+use crate::bus::{PushBus, QueueSpec};
 use crate::drive::Drive;
 
 /// Everything a handler can reach.
@@ -40,6 +41,8 @@ pub struct Shared {
     pub csrf_key: [u8; 32],
     /// Whether the API listener speaks TLS (cookies get `Secure`).
     pub tls: bool,
+    /// The fault plan of `/sim/faults` and its seeded random stream (DESIGN.md "Faults").
+    pub faults: Mutex<super::faults::Faults>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,6 +72,18 @@ impl Shared {
             }
         }
         drop(core);
+        // PROTOCOL.md §11: the server declares each device's queue, so doorbells published before the printer
+        // first subscribes wait for it instead of being dropped.
+        for c in changes.iter().filter(|c| c.table == Table::Devices && c.value.is_some()) {
+            if let Ok(id) = Id::new(c.key.clone()) {
+                let bus = self.bus.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = bus.declare(QueueSpec::Device(id)).await {
+                        tracing::warn!("queue declaration failed: {e}");
+                    }
+                });
+            }
+        }
         for msg in push {
             let bus = self.bus.clone();
             tokio::spawn(async move {

@@ -11,12 +11,13 @@ use time::OffsetDateTime;
 pub const CAPACITY: usize = 50_000;
 
 /// One request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct LogEntry {
     /// Sequence number (monotone; survives the drop of old entries).
     pub seq: u64,
     /// Arrival, on the server's clock (virtual or system).
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "roger_proto::schema::Rfc3339")]
     pub time: OffsetDateTime,
     /// HTTP method.
     pub method: String,

@@ -6,9 +6,11 @@
 pub mod api_routes;
 pub mod app;
 pub mod clock;
+pub mod faults;
 pub mod fixtures;
 pub mod log;
 pub mod oauth_routes;
+pub mod openapi;
 pub mod respond;
 pub mod run;
 pub mod sim_routes;

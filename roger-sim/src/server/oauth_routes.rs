@@ -242,8 +242,9 @@ fn login_page(s: &Shared, req: &AuthorizationRequest, message: Option<&str>) -> 
          <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
          <button type=\"submit\">Sign in</button></form>"
     );
-    let status = if message.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
-    let mut r = page(status, "Sign in to Roger", &body);
+    // A failed sign-in shows the form again with 200 (docs/protocol.md §3.4): a 401 would need a
+    // `WWW-Authenticate` challenge (RFC 9110 §15.5.2), and a form is not one.
+    let mut r = page(StatusCode::OK, "Sign in to Roger", &body);
     let secure = if s.tls { "; Secure" } else { "" };
     if let Ok(v) =
         HeaderValue::from_str(&format!("{CSRF_COOKIE}={nonce}; Path=/oauth; HttpOnly; SameSite=Strict{secure}"))
@@ -400,7 +401,7 @@ async fn decide(s: Arc<Shared>, headers: HeaderMap, body: Result<Bytes, BytesRej
     let resp = (|| {
         let who = s.read(|core, now| core.authenticate(now, authorization(&headers))).map_err(|f| problem(&f))?;
         e.authenticated = true;
-        let body = body.map_err(|_| problem(&ApiFailure::new(413, "too-large", "The body is too large")))?;
+        let body = body.map_err(|_| problem(&ApiFailure::new(413, "payload-too-large", "The body is too large")))?;
         let d: CodeDecision = read_json(&headers, &body)?;
         match s.act(|core, now| core.decide_code(now, &who, d.user_code.secret(), approve))? {
             Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),

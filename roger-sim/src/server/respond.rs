@@ -5,9 +5,9 @@
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use roger_proto::error::{OAuthErrorCode, OAuthErrorResponse, ProblemDetails, PROBLEM_JSON};
+use roger_proto::error::{OAuthErrorCode, ProblemDetails, PROBLEM_JSON};
 use roger_proto::server::{ApiFailure, OAuthFailure};
-use roger_proto::wire::{Form, FormError};
+use roger_proto::wire::Form;
 use serde::Serialize;
 
 /// Largest request body the API accepts (docs/protocol.md C10: 413 beyond 64 KiB).
@@ -74,12 +74,8 @@ pub fn read_oauth_form(headers: &HeaderMap, body: &Bytes) -> Result<Form, Respon
     if body.len() > MAX_BODY {
         return Err(oauth_invalid_request("the body is too large"));
     }
-    Form::parse(body).map_err(|e| oauth_invalid_request(&form_error_text(&e)))
-}
-
-/// A form error as a sentence (parameter names only, never values).
-pub fn form_error_text(e: &FormError) -> String {
-    e.to_string()
+    // Form errors name parameters, never values.
+    Form::parse(body).map_err(|e| oauth_invalid_request(&e.to_string()))
 }
 
 /// Reads a JSON API body: `application/json` (else 415), at most [`MAX_BODY`] (else 413), the right shape (else
@@ -90,7 +86,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Byt
         return Err(problem(&ApiFailure::new(415, "unsupported-media-type", "The body must be application/json")));
     }
     if body.len() > MAX_BODY {
-        return Err(problem(&ApiFailure::new(413, "too-large", "The body is too large")));
+        return Err(problem(&ApiFailure::new(413, "payload-too-large", "The body is too large")));
     }
     serde_json::from_slice(body).map_err(|e| {
         problem(&ApiFailure::bad_request(&format!(
@@ -124,9 +120,4 @@ pub fn problem_name(p: &ProblemDetails) -> String {
 /// A 200 with an empty JSON object (answers whose body does not matter, RFC 7009 §2.2).
 pub fn ok_empty() -> Response {
     json(200, &serde_json::json!({}))
-}
-
-/// The `error` code of an OAuth refusal, for tests.
-pub fn oauth_body(code: OAuthErrorCode, description: &str) -> OAuthErrorResponse {
-    OAuthErrorResponse::new(code).with_description(description)
 }

@@ -24,7 +24,7 @@ use super::app::Shared;
 use super::clock::{ClockKind, SharedClock, SystemClock, VirtualClock};
 use super::log::RequestLog;
 use super::store::Store;
-use super::{fixtures, oauth_routes as o, respond, sim_routes as sim, tls};
+use super::{faults, fixtures, oauth_routes as o, respond, sim_routes as sim, tls};
 use crate::bus::{InProcessBus, PushBus};
 use crate::drive::Drive;
 
@@ -142,8 +142,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/sim/settings", get(sim::get_settings).put(sim::put_settings))
         .route("/sim/store", get(sim::store))
         .route("/sim/log", get(sim::log))
+        .route("/sim/faults", get(sim::get_faults).post(sim::post_faults).delete(sim::delete_faults))
+        .route("/openapi.json", get(super::openapi::serve))
         .fallback(|| async { respond::not_found() })
         .method_not_allowed_fallback(|| async { respond::method_not_allowed() })
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), faults::inject))
         .layer(DefaultBodyLimit::max(respond::MAX_BODY))
         .layer(axum::middleware::map_response(no_store))
         .with_state(shared)
@@ -188,7 +191,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     };
 
     // State: the SQLite file if given (with the clock offset it saved), else memory.
-    let store = Store::open(config.state.as_deref()).map_err(|e| StartError::State(e.to_string()))?;
+    let mut store = Store::open(config.state.as_deref()).map_err(|e| StartError::State(e.to_string()))?;
     let state =
         if store.is_persistent() { Some(store.load().map_err(|e| StartError::State(e.to_string()))?) } else { None };
     let saved_offset = store.clock_offset().map_err(|e| StartError::State(e.to_string()))?;
@@ -196,8 +199,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         ClockKind::System => SystemClock::shared(),
         ClockKind::Virtual => VirtualClock::shared(saved_offset),
     };
+    // A seeded server restarted on a state file must not replay the random stream of an earlier start: it would hand
+    // out that run's device codes, tokens and ids again (RFC 6749 §10.10) and overwrite their records. Each start of
+    // the file therefore draws from its own stream, derived from the seed and a start counter kept in the file; the
+    // first start (and every in-memory server) uses the seed as it is, so runs stay reproducible.
+    let starts: u64 = store
+        .get_meta(super::store::META_STARTS)
+        .map_err(|e| StartError::State(e.to_string()))?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    store
+        .put_meta(super::store::META_STARTS, &starts.saturating_add(1).to_string())
+        .map_err(|e| StartError::State(e.to_string()))?;
     let rng: Box<dyn rand_core::CryptoRngCore + Send> = match config.seed {
-        Some(seed) => Box::new(rand::rngs::StdRng::seed_from_u64(seed)),
+        Some(seed) => Box::new(rand::rngs::StdRng::seed_from_u64(seed ^ starts.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
         None => Box::new(rand::rngs::OsRng),
     };
     let defaults = config.settings.unwrap_or_default();
@@ -218,7 +233,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         fixtures::apply(&fixture, &mut core, clock.now(), &mut drive)
             .map_err(|e| StartError::Fixture(e.to_string()))?;
     }
-    let mut store = store;
     let initial = core.take_changes();
     store.commit(&initial).map_err(|e| StartError::State(e.to_string()))?;
     let mut csrf_key = [0u8; 32];
@@ -237,6 +251,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         control_token: config.control_token.clone(),
         csrf_key,
         tls: tls.is_some(),
+        faults: Mutex::new(faults::Faults::default()),
     });
 
     let (tx, rx) = watch::channel(false);
@@ -277,10 +292,13 @@ async fn serve(
         let app = app.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let service = app.map_request(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
+            // A `drop_response` fault marks its response; the service error closes the connection unanswered.
+            let service = app
+                .map_request(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                })
+                .map_result(faults::connection_result);
             let service = TowerToHyperService::new(service);
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder

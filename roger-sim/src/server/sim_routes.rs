@@ -1,5 +1,5 @@
 //! The control API under `/sim/` (answered only on loopback or with the control token; absent from metadata):
-//! clock, settings, store, request log.
+//! clock, settings, store, request log, fault plan.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,12 +85,7 @@ pub async fn advance(
         return r;
     }
     let offset = s.clock.offset();
-    if let Err(e) = s
-        .store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .put_meta("clock_offset_secs", &offset.as_secs_f64().to_string())
-    {
+    if let Err(e) = s.store.lock().unwrap_or_else(|e| e.into_inner()).set_clock_offset(offset) {
         tracing::warn!("could not persist the clock offset: {e}");
     }
     json(200, &clock_json(&s))
@@ -168,4 +163,52 @@ pub async fn log(
     }
     let since = q.map(|Query(q)| q.since).unwrap_or(0);
     json(200, &serde_json::json!({ "entries": s.log_since(since) }))
+}
+
+fn faults_json(s: &Shared) -> Response {
+    json(200, &s.faults.lock().unwrap_or_else(|e| e.into_inner()).status())
+}
+
+/// `GET /sim/faults`: the fault plan, with how often each rule was applied (DESIGN.md "Faults").
+pub async fn get_faults(State(s): S, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    if let Err(r) = allowed(&s, &peer, &headers) {
+        return r;
+    }
+    faults_json(&s)
+}
+
+/// `POST /sim/faults {"seed":N,"rules":[…]}`: replaces the fault plan (see [`super::faults`]); `400` for a plan
+/// that does not hold together.
+pub async fn post_faults(
+    State(s): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(r) = allowed(&s, &peer, &headers) {
+        return r;
+    }
+    let Ok(body) = body else { return problem(&ApiFailure::bad_request("unreadable body")) };
+    let value: serde_json::Value = match read_json(&headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    // A plan holds no secret, so the parser's message (which member is unknown or wrong) may be echoed.
+    let plan: super::faults::FaultPlan = match serde_json::from_value(value) {
+        Ok(p) => p,
+        Err(e) => return problem(&ApiFailure::bad_request(&format!("not a fault plan: {e}"))),
+    };
+    if let Err(e) = s.faults.lock().unwrap_or_else(|e| e.into_inner()).set(plan) {
+        return problem(&ApiFailure::bad_request(&e.to_string()));
+    }
+    faults_json(&s)
+}
+
+/// `DELETE /sim/faults`: no more faults.
+pub async fn delete_faults(State(s): S, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    if let Err(r) = allowed(&s, &peer, &headers) {
+        return r;
+    }
+    s.faults.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    faults_json(&s)
 }

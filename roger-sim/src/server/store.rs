@@ -35,6 +35,8 @@ pub const META_CLOCK_OFFSET: &str = "clock_offset_nanos";
 /// `meta` key of the server's seed (the fault and CSPRNG seed printed in reports, DESIGN.md "the seed goes into
 /// every report").
 pub const META_SEED: &str = "seed";
+/// `meta` key of how often a server started on this file (a seeded restart derives a fresh random stream from it).
+pub const META_STARTS: &str = "starts";
 /// The schema version.
 pub const SCHEMA_VERSION: &str = "1";
 
