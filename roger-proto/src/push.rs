@@ -340,27 +340,28 @@ impl PushEvent {
         pairs.into_iter().map(|(k, v)| (k.to_owned(), Value::String(v.as_str().to_owned()))).collect()
     }
 
-    fn from_wire(event_type: &str, data: &Map<String, Value>) -> Result<Self, PushError> {
+    fn from_wire(event_type: &str, data: &mut RawData) -> Result<Self, PushError> {
         Ok(match event_type {
-            CODE_APPROVED => Self::CodeApproved { request_id: data_id(data, "request_id")? },
-            CODE_DENIED => Self::CodeDenied { request_id: data_id(data, "request_id")? },
-            SESSION_ENDED => Self::SessionEnded { device_id: data_id(data, "device_id")? },
-            JOB_QUEUED => Self::JobQueued { job_id: data_id(data, "job_id")? },
-            JOB_RELEASE_REQUESTED => {
-                Self::JobReleaseRequested { job_id: data_id(data, "job_id")?, device_id: data_id(data, "device_id")? }
-            }
-            DEVICE_DISCONNECTED => Self::DeviceDisconnected { device_id: data_id(data, "device_id")? },
+            CODE_APPROVED => Self::CodeApproved { request_id: data_id(&mut data.request_id, "request_id")? },
+            CODE_DENIED => Self::CodeDenied { request_id: data_id(&mut data.request_id, "request_id")? },
+            SESSION_ENDED => Self::SessionEnded { device_id: data_id(&mut data.device_id, "device_id")? },
+            JOB_QUEUED => Self::JobQueued { job_id: data_id(&mut data.job_id, "job_id")? },
+            JOB_RELEASE_REQUESTED => Self::JobReleaseRequested {
+                job_id: data_id(&mut data.job_id, "job_id")?,
+                device_id: data_id(&mut data.device_id, "device_id")?,
+            },
+            DEVICE_DISCONNECTED => Self::DeviceDisconnected { device_id: data_id(&mut data.device_id, "device_id")? },
             CONFIG_CHANGED => Self::ConfigChanged,
             other => Self::Unknown(Id::new(other).map_err(|_| PushError::BadType)?),
         })
     }
 }
 
-fn data_id(data: &Map<String, Value>, field: &'static str) -> Result<Id, PushError> {
-    match data.get(field) {
-        None | Some(Value::Null) => Err(PushError::MissingData { field }),
-        Some(Value::String(s)) => Id::new(s.as_str()).map_err(|_| PushError::BadId { field }),
-        Some(_) => Err(PushError::BadId { field }),
+fn data_id(value: &mut Option<DataValue>, field: &'static str) -> Result<Id, PushError> {
+    match value.take() {
+        None | Some(DataValue::Null) => Err(PushError::MissingData { field }),
+        Some(DataValue::Str(s)) => Id::new(s).map_err(|_| PushError::BadId { field }),
+        Some(DataValue::Other) => Err(PushError::BadId { field }),
     }
 }
 
@@ -383,7 +384,7 @@ pub struct PushEnvelope {
 /// The wire shape, converted to and from [`PushEnvelope`] (serde's internally tagged enums do not combine with
 /// flattened targets cleanly).
 #[derive(Serialize, Deserialize)]
-struct RawEnvelope {
+struct RawEnvelope<D = RawData> {
     id: String,
     #[serde(rename = "type")]
     event_type: String,
@@ -394,7 +395,138 @@ struct RawEnvelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     user_id: Option<String>,
     #[serde(default)]
-    data: Value,
+    data: D,
+}
+
+/// The `data` member as received: only the members some event type uses are kept (each as it came, so a wrong type
+/// is reported as a bad id), everything else is skipped without building a JSON tree.
+#[derive(Default)]
+struct RawData {
+    request_id: Option<DataValue>,
+    device_id: Option<DataValue>,
+    job_id: Option<DataValue>,
+    not_object: bool,
+}
+
+/// One `data` member: a string (moved into an [`Id`] without a copy), or anything else (a bad id).
+enum DataValue {
+    Str(String),
+    Null,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for DataValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = DataValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an id string")
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<DataValue, E> {
+                Ok(DataValue::Str(v.to_owned()))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<DataValue, E> {
+                Ok(DataValue::Str(v))
+            }
+
+            fn visit_unit<E>(self) -> Result<DataValue, E> {
+                Ok(DataValue::Null)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<DataValue, E> {
+                Ok(DataValue::Other)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<DataValue, E> {
+                Ok(DataValue::Other)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<DataValue, E> {
+                Ok(DataValue::Other)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<DataValue, E> {
+                Ok(DataValue::Other)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<DataValue, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(DataValue::Other)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DataValue, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(DataValue::Other)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawData {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawData;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawData, A::Error> {
+                let mut r = RawData::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let slot = match key.as_ref() {
+                        "request_id" => &mut r.request_id,
+                        "device_id" => &mut r.device_id,
+                        "job_id" => &mut r.job_id,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(r)
+            }
+
+            fn visit_unit<E>(self) -> Result<RawData, E> {
+                Ok(RawData::default())
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawData, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RawData { not_object: true, ..RawData::default() })
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<RawData, E> {
+                Ok(RawData { not_object: true, ..RawData::default() })
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<RawData, E> {
+                Ok(RawData { not_object: true, ..RawData::default() })
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<RawData, E> {
+                Ok(RawData { not_object: true, ..RawData::default() })
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<RawData, E> {
+                Ok(RawData { not_object: true, ..RawData::default() })
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<RawData, E> {
+                Ok(RawData { not_object: true, ..RawData::default() })
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 const ENVELOPE_MEMBERS: [&str; 6] = ["id", "type", "occurred_at", "device_id", "user_id", "data"];
@@ -415,7 +547,7 @@ impl PushEnvelope {
         self.target.routing_key(self.event_type())
     }
 
-    fn to_raw(&self) -> RawEnvelope {
+    fn to_raw(&self) -> RawEnvelope<Value> {
         let (device_id, user_id) = match &self.target {
             PushTarget::Device(id) => (Some(id.as_str().to_owned()), None),
             PushTarget::User(id) => (None, Some(id.as_str().to_owned())),
@@ -430,7 +562,7 @@ impl PushEnvelope {
         }
     }
 
-    fn from_raw(raw: RawEnvelope) -> Result<Self, PushError> {
+    fn from_raw(mut raw: RawEnvelope) -> Result<Self, PushError> {
         let id = Id::new(raw.id).map_err(|_| PushError::BadId { field: "id" })?;
         let target = match (raw.device_id, raw.user_id) {
             (Some(d), None) => PushTarget::Device(Id::new(d).map_err(|_| PushError::BadId { field: "device_id" })?),
@@ -438,13 +570,10 @@ impl PushEnvelope {
             (Some(_), Some(_)) => return Err(PushError::AmbiguousTarget),
             (None, None) => return Err(PushError::MissingTarget),
         };
-        let empty = Map::new();
-        let data = match &raw.data {
-            Value::Object(map) => map,
-            Value::Null => &empty,
-            _ => return Err(PushError::DataNotObject),
-        };
-        let event = PushEvent::from_wire(&raw.event_type, data)?;
+        if raw.data.not_object {
+            return Err(PushError::DataNotObject);
+        }
+        let event = PushEvent::from_wire(&raw.event_type, &mut raw.data)?;
         Ok(Self { id, occurred_at: raw.occurred_at, target, event })
     }
 

@@ -36,7 +36,7 @@ pub fn normalize(input: &str) -> Result<String, UserCodeError> {
         }
         count += 1;
         let up = c.to_ascii_uppercase();
-        if !up.is_ascii() || !ALPHABET.contains(&(up as u8)) {
+        if !up.is_ascii() || !in_alphabet(up as u8) {
             return Err(UserCodeError::BadCharacter(c));
         }
         if count <= LENGTH {
@@ -49,9 +49,14 @@ pub fn normalize(input: &str) -> Result<String, UserCodeError> {
     Ok(out)
 }
 
+/// Whether `b` is one of the 20 letters of [`ALPHABET`] (as ranges: B–D, F–H, J–N, P–T, V–X, Z).
+pub fn in_alphabet(b: u8) -> bool {
+    matches!(b, b'B'..=b'D' | b'F'..=b'H' | b'J'..=b'N' | b'P'..=b'T' | b'V'..=b'X' | b'Z')
+}
+
 /// Whether `code` is already in wire form: exactly 8 characters of [`ALPHABET`].
 pub fn is_wire_form(code: &str) -> bool {
-    code.len() == LENGTH && code.bytes().all(|b| ALPHABET.contains(&b))
+    code.len() == LENGTH && code.bytes().all(in_alphabet)
 }
 
 /// Formats a wire-form code for display as `XXXX-XXXX` (RFC 8628 §6.1 "a dash … to improve readability", R-QR-1).
@@ -88,6 +93,14 @@ mod tests {
     }
 
     /// R-QR-1: the panel shows `XXXX-XXXX`.
+    /// The range test agrees with the alphabet on every byte.
+    #[test]
+    fn alphabet_ranges_match() {
+        for b in 0..=255u8 {
+            assert_eq!(in_alphabet(b), ALPHABET.contains(&b), "byte {b}");
+        }
+    }
+
     #[test]
     fn display_form() {
         assert_eq!(format_for_display("WDJBMJHT"), "WDJB-MJHT");

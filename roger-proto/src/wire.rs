@@ -243,8 +243,10 @@ pub fn lenient_seconds_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64
     Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Whether a JSON body has an `"error"` key (or string), found with a SIMD substring search so the common success
+/// path pays a few nanoseconds.
+fn mentions_error(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"\"error\"").is_some()
 }
 
 fn is_json_object(body: &[u8]) -> bool {
@@ -288,33 +290,47 @@ pub fn classify_api_empty(resp: &Response<Vec<u8>>) -> Result<(), ResponseError>
 fn classify<T: DeserializeOwned>(resp: &Response<Vec<u8>>, oauth: bool) -> Result<T, ResponseError> {
     let status = resp.status().as_u16();
     let body = resp.body().as_slice();
+    let json_like = is_json_object(body);
+
+    // An OAuth error, whatever the status (a 200 carrying `{"error":…}` is still an error). Headers are read only
+    // on this path and below, so the success path costs little more than the parse itself.
+    let oauth_error = || -> Option<ResponseError> {
+        if !json_like || !mentions_error(body) {
+            return None;
+        }
+        match serde_json::from_slice::<ErrorProbe>(body) {
+            Ok(ErrorProbe { error: Some(serde_json::Value::String(_)) }) => {}
+            _ => return None,
+        }
+        let parsed = serde_json::from_slice::<OAuthErrorResponse>(body).ok()?;
+        Some(ResponseError::OAuth {
+            status,
+            body: Box::new(parsed),
+            retry_after: retry_after(resp.headers()),
+            www_authenticate_error: www_authenticate_error(resp.headers()),
+        })
+    };
+
+    if resp.status().is_success() {
+        return match serde_json::from_slice::<T>(body) {
+            // A success type with only optional members could also swallow an error body: check for one.
+            Ok(t) => match oauth_error() {
+                Some(e) => Err(e),
+                None => Ok(t),
+            },
+            Err(e) => Err(oauth_error().unwrap_or_else(|| ResponseError::Malformed {
+                status,
+                violation: PeerViolation::MalformedSuccessBody,
+                detail: redact_serde_error(&e),
+            })),
+        };
+    }
+    if let Some(e) = oauth_error() {
+        return Err(e);
+    }
     let headers = resp.headers();
     let retry_after = retry_after(headers);
     let www = www_authenticate_error(headers);
-    let json_like = is_json_object(body);
-
-    // Only bodies that mention "error" can be OAuth errors: skip the probe parse for the rest (the common
-    // success path), which keeps classification close to a bare serde parse.
-    if json_like && contains(body, b"\"error\"") {
-        if let Ok(ErrorProbe { error: Some(serde_json::Value::String(_)) }) = serde_json::from_slice::<ErrorProbe>(body)
-        {
-            if let Ok(parsed) = serde_json::from_slice::<OAuthErrorResponse>(body) {
-                return Err(ResponseError::OAuth {
-                    status,
-                    body: Box::new(parsed),
-                    retry_after,
-                    www_authenticate_error: www,
-                });
-            }
-        }
-    }
-    if resp.status().is_success() {
-        return serde_json::from_slice::<T>(body).map_err(|e| ResponseError::Malformed {
-            status,
-            violation: PeerViolation::MalformedSuccessBody,
-            detail: redact_serde_error(&e),
-        });
-    }
     let problem = if json_like && (!oauth || content_type(headers).starts_with(crate::error::PROBLEM_JSON)) {
         serde_json::from_slice::<ProblemDetails>(body).ok()
     } else {
