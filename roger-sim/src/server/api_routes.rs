@@ -82,6 +82,21 @@ fn body_arg(b: Body) -> Result<Bytes, Response> {
     b.map_err(|_| problem(&ApiFailure::new(413, "payload-too-large", "The body is unreadable or too large")))
 }
 
+/// A required JSON body.
+fn json_arg<T: serde::de::DeserializeOwned>(h: &HeaderMap, b: Body) -> Result<T, Response> {
+    body_arg(b).and_then(|b| read_json(h, &b))
+}
+
+/// A JSON body the client may leave empty (the MFP's release, a scan completion).
+fn optional_json_arg<T: serde::de::DeserializeOwned + Default>(h: &HeaderMap, b: Body) -> Result<T, Response> {
+    let raw = body_arg(b)?;
+    if raw.is_empty() {
+        Ok(T::default())
+    } else {
+        read_json(h, &raw)
+    }
+}
+
 fn push_config(s: &Shared) -> PushConfig {
     PushConfig {
         url: s.amqp.clone(),
@@ -98,7 +113,7 @@ async fn get_device(State(s): S, h: HeaderMap) -> Response {
 }
 
 async fn put_device(State(s): S, h: HeaderMap, b: Body) -> Response {
-    let body = match body_arg(b).and_then(|b| read_json(&h, &b)) {
+    let body = match json_arg(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -123,7 +138,7 @@ async fn app_push(State(s): S, h: HeaderMap, Query(q): Q) -> Response {
 }
 
 async fn redeem_ticket(State(s): S, h: HeaderMap, b: Body) -> Response {
-    let body = match body_arg(b).and_then(|b| read_json(&h, &b)) {
+    let body = match json_arg(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -140,7 +155,7 @@ async fn list_jobs(State(s): S, h: HeaderMap, Query(q): Q) -> Response {
 }
 
 async fn submit_job(State(s): S, h: HeaderMap, b: Body) -> Response {
-    let body = match body_arg(b).and_then(|b| read_json(&h, &b)) {
+    let body = match json_arg(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -164,18 +179,10 @@ async fn release_job(State(s): S, h: HeaderMap, p: P, b: Body) -> Response {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let raw = match body_arg(b) {
+    // The MFP may post no body at all; the phone sends {"device_id"}.
+    let body: roger_proto::api::ReleaseRequest = match optional_json_arg(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
-    };
-    // The MFP may post no body at all; the phone sends {"device_id"}.
-    let body = if raw.is_empty() {
-        roger_proto::api::ReleaseRequest::default()
-    } else {
-        match read_json(&h, &raw) {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
     };
     let key = h.get(roger_proto::api::IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if h.get(roger_proto::api::IDEMPOTENCY_KEY).is_some() && key.is_none() {
@@ -204,7 +211,7 @@ async fn report_result(State(s): S, h: HeaderMap, p: P, b: Body) -> Response {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let body = match body_arg(b).and_then(|b| read_json(&h, &b)) {
+    let body = match json_arg(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -232,7 +239,7 @@ async fn scan_profiles(State(s): S, h: HeaderMap) -> Response {
 }
 
 async fn create_scan(State(s): S, h: HeaderMap, b: Body) -> Response {
-    let body = match body_arg(b).and_then(|b| read_json(&h, &b)) {
+    let body = match json_arg(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -245,17 +252,9 @@ async fn complete_scan(State(s): S, h: HeaderMap, p: P, b: Body) -> Response {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let raw = match body_arg(b) {
+    let body: roger_proto::api::ScanComplete = match optional_json_arg(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
-    };
-    let body = if raw.is_empty() {
-        roger_proto::api::ScanComplete::default()
-    } else {
-        match read_json(&h, &raw) {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
     };
     call(s, Method::POST, "/api/v1/scans/{id}/complete", &h, move |c, now, w, _| {
         c.complete_scan(now, w, &id, &body)?;
@@ -265,7 +264,7 @@ async fn complete_scan(State(s): S, h: HeaderMap, p: P, b: Body) -> Response {
 }
 
 async fn end_session(State(s): S, h: HeaderMap, b: Body) -> Response {
-    let body = match body_arg(b).and_then(|b| read_json(&h, &b)) {
+    let body = match json_arg(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
