@@ -3,7 +3,12 @@
 //!
 //! * [`fixtures`]: realistic wire bodies (the inputs of the parse benchmarks);
 //! * [`baseline`]: plain structs with the same members as the roger-proto types, for bare `serde_json`;
-//! * [`report`]: reads criterion's estimates and prints `name | ours ns | baseline ns | ratio`.
+//! * [`core_setup`]: admin login and printer registration straight through the server core's public API (the
+//!   server benchmark's pre-registered printers, the memory test's 100,000 registrations);
+//! * [`report`]: reads criterion's estimates and prints `name | ours ns | baseline ns | ratio` (time ratio, lower is
+//!   better: the parse benchmarks);
+//! * [`report_throughput`]: the same estimates as elements per second, `name | ours /s | baseline /s | ratio`
+//!   (throughput ratio, higher is better: the server benchmarks).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +16,10 @@ use std::time::SystemTime;
 
 /// The ratio the parse benchmarks aim for: ours at most 30% slower than bare `serde_json` into a plain struct.
 pub const TARGET_RATIO: f64 = 1.3;
+
+/// The ratio the server benchmarks aim for: our token endpoint serves at least 60% of the requests per second an
+/// axum hello-world serves on the same stack, client and concurrency.
+pub const SERVER_TARGET_RATIO: f64 = 0.6;
 
 /// Realistic bodies, as a Roger server sends them.
 pub mod fixtures {
@@ -109,6 +118,97 @@ pub mod baseline {
         pub user_id: Option<String>,
         /// Event data.
         pub data: PlainPushData,
+    }
+}
+
+/// Driving `roger_proto::server::ServerCore` through its public API only, the way roger-sim's handlers do: one
+/// call per request, and the journal and the push outbox drained after each (`Shared::act` commits
+/// [`ServerCore::take_changes`] before answering), so nothing is measured that a running server would not keep.
+pub mod core_setup {
+    use roger_proto::authorize::{parse_redirect, AuthorizationRequest, LoginForm, MOBILE_REDIRECT_URI};
+    use roger_proto::device_authorization::{DeviceAuthorizationRequest, DeviceAuthorizationResponse};
+    use roger_proto::secret::{CsrfToken, Password, PkceVerifier};
+    use roger_proto::server::{Principal, ServerCore};
+    use roger_proto::token::{client_id, TokenRequest, TokenResponse};
+    use time::OffsetDateTime;
+
+    /// The MFP client of the registrations (`emb-<vendor>`, PROTOCOL.md §3).
+    pub const MFP: &str = "emb-acme";
+
+    /// What a front end does after each request: commit (here: drop) the journal, publish (drop) push messages.
+    pub fn drain(core: &mut ServerCore) {
+        drop(core.take_changes());
+        drop(core.take_push());
+    }
+
+    /// An app session of `username` (PROTOCOL.md §4: login form, then the authorization-code grant with PKCE),
+    /// authenticated as an API caller. One Argon2id verification at the tenant's cost.
+    ///
+    /// # Panics
+    /// If the login or the code grant fails (a setup error of the caller).
+    pub fn app_principal(
+        core: &mut ServerCore,
+        now: OffsetDateTime,
+        tenant: &str,
+        username: &str,
+        password: &str,
+    ) -> Principal {
+        let verifier = PkceVerifier::new("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+        let request = AuthorizationRequest::for_app(client_id::MOBILE, MOBILE_REDIRECT_URI, &verifier, "bench");
+        let form = LoginForm {
+            request,
+            tenant: tenant.into(),
+            username: username.into(),
+            password: Password::new(password),
+            csrf: CsrfToken::new("checked-by-the-front-end"),
+        };
+        let location = core.app_login(now, &form).expect("app login");
+        drain(core);
+        let code = parse_redirect(&location, MOBILE_REDIRECT_URI, "bench").expect("redirect with a code");
+        let grant = TokenRequest::AuthorizationCode {
+            code,
+            redirect_uri: MOBILE_REDIRECT_URI.into(),
+            code_verifier: verifier,
+            client_id: client_id::MOBILE.into(),
+        };
+        let tokens = core.token(now, grant, None).expect("authorization-code grant");
+        drain(core);
+        let bearer = format!("Bearer {}", tokens.access_token.secret());
+        core.authenticate(now, Some(&bearer)).expect("the app token authenticates")
+    }
+
+    /// `POST /oauth/device_authorization` for a printer registration (PROTOCOL.md §5.1).
+    ///
+    /// # Panics
+    /// If the core refuses.
+    pub fn registration_code(
+        core: &mut ServerCore,
+        now: OffsetDateTime,
+        request: &DeviceAuthorizationRequest,
+    ) -> DeviceAuthorizationResponse {
+        let answer = core.device_authorization(now, request, None).expect("device authorization");
+        drain(core);
+        answer
+    }
+
+    /// A full registration (PROTOCOL.md §5): device authorization, approval by `admin`, the first poll. Returns the
+    /// token response (device id, access and refresh token).
+    ///
+    /// # Panics
+    /// If any step is refused.
+    pub fn register_printer(
+        core: &mut ServerCore,
+        now: OffsetDateTime,
+        admin: &Principal,
+        request: &DeviceAuthorizationRequest,
+    ) -> TokenResponse {
+        let code = registration_code(core, now, request);
+        core.decide_code(now, admin, code.user_code.secret(), true).expect("approval");
+        drain(core);
+        let poll = TokenRequest::DeviceCode { device_code: code.device_code, client_id: request.client_id.clone() };
+        let tokens = core.token(now, poll, None).expect("the first poll redeems the approved code");
+        drain(core);
+        tokens
     }
 }
 
@@ -237,6 +337,126 @@ pub fn report(title: &str, comparisons: &[Comparison], since: SystemTime) -> Vec
     rows
 }
 
+/// One row of a throughput report: like [`Comparison`], for benchmarks whose iteration is a batch of `elements`
+/// operations (criterion's `Throughput::Elements(elements)`), reported as operations per second.
+#[derive(Debug, Clone, Copy)]
+pub struct ThroughputComparison {
+    /// What the row shows.
+    pub name: &'static str,
+    /// Operations per criterion iteration (the same for ours and the baseline).
+    pub elements: u64,
+    /// Our benchmark: `(group, function)`.
+    pub ours: (&'static str, &'static str),
+    /// The baseline measured in the same run: `(group, function)`.
+    pub baseline: (&'static str, &'static str),
+}
+
+/// A measured throughput row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThroughputRow {
+    /// What the row shows.
+    pub name: &'static str,
+    /// Operations per iteration.
+    pub elements: u64,
+    /// Mean time of one iteration of ours in ns, if measured in this run.
+    pub ours_ns: Option<f64>,
+    /// Mean time of one iteration of the baseline in ns, if measured in this run.
+    pub baseline_ns: Option<f64>,
+}
+
+fn per_second(elements: u64, ns: Option<f64>) -> Option<f64> {
+    ns.filter(|ns| *ns > 0.0).map(|ns| elements as f64 * 1e9 / ns)
+}
+
+impl ThroughputRow {
+    /// Our operations per second.
+    pub fn ours_per_sec(&self) -> Option<f64> {
+        per_second(self.elements, self.ours_ns)
+    }
+
+    /// The baseline's operations per second.
+    pub fn baseline_per_sec(&self) -> Option<f64> {
+        per_second(self.elements, self.baseline_ns)
+    }
+
+    /// `ours / baseline` in operations per second (higher is better), if both were measured.
+    pub fn ratio(&self) -> Option<f64> {
+        match (self.ours_per_sec(), self.baseline_per_sec()) {
+            (Some(o), Some(b)) if b > 0.0 => Some(o / b),
+            _ => None,
+        }
+    }
+
+    /// `WITHIN TARGET` (ratio ≥ `min_ratio`), `UNDER TARGET` or `NOT MEASURED`.
+    pub fn verdict(&self, min_ratio: f64) -> &'static str {
+        match self.ratio() {
+            Some(r) if r >= min_ratio => "WITHIN TARGET",
+            Some(_) => "UNDER TARGET",
+            None => "NOT MEASURED",
+        }
+    }
+}
+
+/// Reads every throughput comparison's estimates.
+pub fn measure_throughput(
+    criterion_dir: &Path,
+    comparisons: &[ThroughputComparison],
+    since: SystemTime,
+) -> Vec<ThroughputRow> {
+    comparisons
+        .iter()
+        .map(|c| ThroughputRow {
+            name: c.name,
+            elements: c.elements,
+            ours_ns: read_mean_ns(criterion_dir, c.ours, since),
+            baseline_ns: read_mean_ns(criterion_dir, c.baseline, since),
+        })
+        .collect()
+}
+
+/// The table: `name | ours /s | baseline /s | ratio | verdict`, with the target in the heading.
+pub fn render_throughput(title: &str, rows: &[ThroughputRow], min_ratio: f64) -> String {
+    let name_w = rows.iter().map(|r| r.name.len()).chain([4]).max().unwrap_or(4);
+    let num = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{title}: ratio = ours / baseline in operations per second (same run); target ratio ≥ {min_ratio}"
+    );
+    let _ = writeln!(out, "{:<name_w$} | {:>12} | {:>12} | {:>6} | verdict", "name", "ours /s", "baseline /s", "ratio");
+    let _ = writeln!(out, "{}", "-".repeat(name_w + 55));
+    for r in rows {
+        let ratio = r.ratio().map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
+        let _ = writeln!(
+            out,
+            "{:<name_w$} | {:>12} | {:>12} | {:>6} | {}",
+            r.name,
+            num(r.ours_per_sec()),
+            num(r.baseline_per_sec()),
+            ratio,
+            r.verdict(min_ratio)
+        );
+    }
+    out
+}
+
+/// Reads the estimates of this run (files written since `since`) and prints the throughput table to stdout against
+/// `min_ratio`. Never fails the process: benchmarks report, they do not gate.
+pub fn report_throughput(
+    title: &str,
+    comparisons: &[ThroughputComparison],
+    since: SystemTime,
+    min_ratio: f64,
+) -> Vec<ThroughputRow> {
+    let dir = criterion_dir();
+    let rows = measure_throughput(&dir, comparisons, since);
+    print!("{}", render_throughput(title, &rows, min_ratio));
+    if rows.iter().all(|r| r.ratio().is_none()) {
+        println!("(no estimates from this run under {}: benchmarks filtered out or run with --test)", dir.display());
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +504,31 @@ mod tests {
         assert_eq!(measure(&dir, &[c], later)[0].ratio(), None, "estimates older than the run are ignored");
         let table = render("t", &rows, TARGET_RATIO);
         assert!(table.contains("260.0") && table.contains("1.30") && table.contains("NOT MEASURED"), "{table}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reads_throughput_and_renders() {
+        let dir = std::env::temp_dir().join(format!("roger-benches-thrpt-test-{}", std::process::id()));
+        let since = SystemTime::now() - std::time::Duration::from_secs(5);
+        // 256 requests per iteration: 25.6 ms → 10,000/s; 12.8 ms → 20,000/s.
+        for (bench, mean) in [("ours", 25_600_000.0), ("hello", 12_800_000.0)] {
+            let d = dir.join("srv").join(bench).join("new");
+            std::fs::create_dir_all(&d).unwrap();
+            let json = format!(r#"{{"mean":{{"point_estimate":{mean},"standard_error":1.0}}}}"#);
+            std::fs::write(d.join("estimates.json"), json).unwrap();
+        }
+        let c = ThroughputComparison { name: "x", elements: 256, ours: ("srv", "ours"), baseline: ("srv", "hello") };
+        let missing = ThroughputComparison { ours: ("srv", "nope"), ..c };
+        let rows = measure_throughput(&dir, &[c, missing], since);
+        assert_eq!(rows[0].ours_per_sec().map(f64::round), Some(10_000.0));
+        assert_eq!(rows[0].baseline_per_sec().map(f64::round), Some(20_000.0));
+        assert_eq!(rows[0].ratio(), Some(0.5));
+        assert_eq!(rows[0].verdict(SERVER_TARGET_RATIO), "UNDER TARGET");
+        assert_eq!(rows[0].verdict(0.5), "WITHIN TARGET");
+        assert_eq!(rows[1].verdict(SERVER_TARGET_RATIO), "NOT MEASURED");
+        let table = render_throughput("t", &rows, SERVER_TARGET_RATIO);
+        assert!(table.contains("10000") && table.contains("20000") && table.contains("0.50"), "{table}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

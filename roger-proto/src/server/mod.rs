@@ -501,13 +501,10 @@ impl ServerCore {
 
     pub(crate) fn put_family(&mut self, f: RefreshFamily) {
         self.journal(Table::Families, &f.id, Some(&f));
+        // Every hash of a family enters the index when it becomes `current`, and a rotation only ever moves
+        // hashes from `current` to `previous` to `retired`: indexing the newest one is enough (and keeps a refresh
+        // from re-inserting the whole history).
         self.refresh_index.insert(f.current.clone(), f.id.clone());
-        if let Some(p) = &f.previous {
-            self.refresh_index.insert(p.clone(), f.id.clone());
-        }
-        for r in &f.retired {
-            self.refresh_index.insert(r.clone(), f.id.clone());
-        }
         self.state.families.insert(f.id.clone(), f);
     }
 
