@@ -123,7 +123,7 @@ pub mod baseline {
 
 /// Driving `roger_proto::server::ServerCore` through its public API only, the way roger-sim's handlers do: one
 /// call per request, and the journal and the push outbox drained after each (`Shared::act` commits
-/// [`ServerCore::take_changes`] before answering), so nothing is measured that a running server would not keep.
+/// [`ServerCore::take_changes`](roger_proto::server::ServerCore::take_changes) before answering), so nothing is measured that a running server would not keep.
 pub mod core_setup {
     use roger_proto::authorize::{parse_redirect, AuthorizationRequest, LoginForm, MOBILE_REDIRECT_URI};
     use roger_proto::device_authorization::{DeviceAuthorizationRequest, DeviceAuthorizationResponse};
