@@ -74,7 +74,11 @@ impl DeviceAuthorizationRequest {
 
     /// Server side: reads the form (duplicates refused, RFC 6749 §3.1).
     pub fn from_form(body: &[u8]) -> Result<Self, FormError> {
-        let f = Form::parse(body)?;
+        Self::from_parsed(&Form::parse(body)?)
+    }
+
+    /// [`DeviceAuthorizationRequest::from_form`] for a form the caller already parsed.
+    pub fn from_parsed(f: &Form) -> Result<Self, FormError> {
         Ok(Self {
             client_id: f.require("client_id")?.to_owned(),
             scope: f.require("scope")?.to_owned(),

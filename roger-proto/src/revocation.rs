@@ -81,7 +81,11 @@ impl RevocationRequest {
 
     /// Server side: reads the form. An unknown hint is dropped (RFC 7009 §2.1).
     pub fn from_form(body: &[u8]) -> Result<Self, FormError> {
-        let f = Form::parse(body)?;
+        Self::from_parsed(&Form::parse(body)?)
+    }
+
+    /// [`RevocationRequest::from_form`] for a form the caller already parsed.
+    pub fn from_parsed(f: &Form) -> Result<Self, FormError> {
         Ok(Self {
             token: AccessToken::new(f.require("token")?),
             token_type_hint: f.get("token_type_hint").and_then(TokenTypeHint::parse),

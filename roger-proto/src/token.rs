@@ -166,7 +166,11 @@ impl TokenRequest {
 
     /// Server side: reads a token request from a form body (RFC 6749 §3.2, §4.1.3, §4.3.2, §6; RFC 8628 §3.4).
     pub fn from_form(body: &[u8]) -> Result<Self, TokenRequestError> {
-        let form = Form::parse(body)?;
+        Self::from_parsed(&Form::parse(body)?)
+    }
+
+    /// [`TokenRequest::from_form`] for a form the caller already parsed (a front end that checked it first).
+    pub fn from_parsed(form: &Form) -> Result<Self, TokenRequestError> {
         let client_id = form.require("client_id")?.to_owned();
         match form.require("grant_type")? {
             "authorization_code" => Ok(Self::AuthorizationCode {

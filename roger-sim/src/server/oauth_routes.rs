@@ -55,6 +55,17 @@ fn body_or_oauth_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Res
     body.map_err(|_| oauth_invalid_request(&format!("the body is unreadable or larger than {MAX_BODY} bytes")))
 }
 
+/// Renders a core answer of an OAuth endpoint, noting a refusal's code in the log entry.
+fn oauth_answer<T: serde::Serialize>(e: &mut LogEntry, out: Result<T, roger_proto::server::OAuthFailure>) -> Response {
+    match out {
+        Ok(answer) => json(200, &answer),
+        Err(f) => {
+            e.outcome = Some(oauth_code(&f));
+            oauth_error(&f)
+        }
+    }
+}
+
 /// `GET {discovery}/regions` (PROTOCOL.md §2).
 pub async fn regions(State(s): S) -> Response {
     let body = Regions {
@@ -80,26 +91,16 @@ pub async fn device_authorization(State(s): S, headers: HeaderMap, body: Result<
     let resp = (|| {
         let body = body_or_oauth_error(body)?;
         let form = read_oauth_form(&headers, &body)?;
-        let req = DeviceAuthorizationRequest::from_form(&serialize_form(&form))
-            .map_err(|err| oauth_invalid_request(&err.to_string()))?;
+        let req =
+            DeviceAuthorizationRequest::from_parsed(&form).map_err(|err| oauth_invalid_request(&err.to_string()))?;
         e.client_id = Some(req.client_id.clone());
         let out = s.act(|core, now| core.device_authorization(now, &req, authorization(&headers)))?;
-        match out {
-            Ok(answer) => Ok(json(200, &answer)),
-            Err(f) => {
-                e.outcome = Some(oauth_code(&f));
-                Ok(oauth_error(&f))
-            }
-        }
+        Ok(oauth_answer(&mut e, out))
     })()
     .unwrap_or_else(|r| r);
     e.status = resp.status().as_u16();
     s.log(e);
     resp
-}
-
-fn serialize_form(form: &Form) -> Vec<u8> {
-    roger_proto::wire::encode_form(form.pairs().iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))
 }
 
 /// `POST /oauth/token` (RFC 6749 §3.2, RFC 8628 §3.4).
@@ -111,7 +112,7 @@ pub async fn token(State(s): S, headers: HeaderMap, body: Result<Bytes, BytesRej
         let form = read_oauth_form(&headers, &body)?;
         e.grant_type = form.get("grant_type").map(str::to_owned);
         e.client_id = form.get("client_id").map(str::to_owned);
-        let req = TokenRequest::from_form(&serialize_form(&form)).map_err(|err| {
+        let req = TokenRequest::from_parsed(&form).map_err(|err| {
             let f = roger_proto::server::OAuthFailure::bad(err.oauth_code(), &err.to_string());
             e.outcome = Some(oauth_code(&f));
             oauth_error(&f)
@@ -127,13 +128,7 @@ pub async fn token(State(s): S, headers: HeaderMap, body: Result<Bytes, BytesRej
             });
         }
         let out = s.act(|core, now| core.token(now, req, authorization(&headers)))?;
-        match out {
-            Ok(answer) => Ok(json(200, &answer)),
-            Err(f) => {
-                e.outcome = Some(oauth_code(&f));
-                Ok(oauth_error(&f))
-            }
-        }
+        Ok(oauth_answer(&mut e, out))
     })()
     .unwrap_or_else(|r| r);
     e.status = resp.status().as_u16();
@@ -148,8 +143,7 @@ pub async fn revoke(State(s): S, headers: HeaderMap, body: Result<Bytes, BytesRe
     let resp = (|| {
         let body = body_or_oauth_error(body)?;
         let form = read_oauth_form(&headers, &body)?;
-        let req = RevocationRequest::from_form(&serialize_form(&form))
-            .map_err(|err| oauth_invalid_request(&err.to_string()))?;
+        let req = RevocationRequest::from_parsed(&form).map_err(|err| oauth_invalid_request(&err.to_string()))?;
         e.client_id = Some(req.client_id.clone());
         match s.act(|core, now| core.revoke(now, &req, authorization(&headers)))? {
             Ok(()) => Ok(ok_empty()),
