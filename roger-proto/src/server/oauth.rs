@@ -7,7 +7,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::mint::{SecretHash, SecretKind};
 use super::model::*;
-use super::settings::{DEVICE_CODE_GRACE_SECS, PREVIOUS_REFRESH_GRACE_SECS};
+use super::settings::{TenantSettings, DEVICE_CODE_GRACE_SECS, PREVIOUS_REFRESH_GRACE_SECS};
 use super::{ApiFailure, OAuthFailure, Principal, ServerCore};
 use crate::api::{CodeKind as WireCodeKind, CodeLookup};
 use crate::authorize::{LoginForm, MOBILE_REDIRECT_URI};
@@ -187,6 +187,74 @@ impl ServerCore {
             revoked: false,
         });
         (RefreshToken::new(plain), id)
+    }
+
+    /// A token response (RFC 6749 §5.1) with the Roger members derived from the subject: a device token names its
+    /// device; a user token names its user, and the printer when it was issued at one.
+    fn token_response(
+        &self,
+        access_token: AccessToken,
+        lifetime: u64,
+        refresh_token: Option<RefreshToken>,
+        scope: &str,
+        tenant: &str,
+        subject: &Subject,
+    ) -> TokenResponse {
+        let (device_id, user) = match subject {
+            Subject::Device { device_id } => (Some(device_id.clone()), None),
+            Subject::User { user_id, device_id } => (device_id.clone(), self.token_user(user_id)),
+        };
+        TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: Some(lifetime),
+            refresh_token,
+            scope: Some(scope.into()),
+            device_id,
+            tenant_id: Some(tenant.into()),
+            user,
+        }
+    }
+
+    /// Mints an access token, and with `with_refresh` a new refresh family, and answers them. Returns the
+    /// response, the access token's hash and the family id (both remembered for R-DEV-1 and code reuse).
+    fn issue(
+        &mut self,
+        now: OffsetDateTime,
+        client: &str,
+        tenant: &str,
+        subject: Subject,
+        scope: &str,
+        with_refresh: bool,
+    ) -> (TokenResponse, SecretHash, Option<String>) {
+        let (refresh_token, family) = if with_refresh {
+            let (rt, fam) = self.new_family(now, client, tenant, subject.clone(), scope);
+            (Some(rt), Some(fam))
+        } else {
+            (None, None)
+        };
+        let (at, lifetime) = self.mint_access(now, client, tenant, subject.clone(), scope, family.clone());
+        let hash = SecretHash::of(at.secret());
+        (self.token_response(at, lifetime, refresh_token, scope, tenant, &subject), hash, family)
+    }
+
+    /// One failed login for the lock-out counter shared by PIN, password and app login (R-PWD-2).
+    fn record_login_failure(&mut self, mut user: User, settings: TenantSettings, now: OffsetDateTime) {
+        user.failures += 1;
+        if user.failures >= settings.lockout_failures {
+            user.failures = 0;
+            user.locked_until = Some(now + secs(settings.lockout_secs));
+        }
+        self.put_user(user);
+    }
+
+    /// A successful login resets the counter.
+    fn clear_login_failures(&mut self, mut user: User) {
+        if user.failures != 0 || user.locked_until.is_some() {
+            user.failures = 0;
+            user.locked_until = None;
+            self.put_user(user);
+        }
     }
 
     fn token_user(&self, user_id: &str) -> Option<TokenUser> {
@@ -406,59 +474,21 @@ impl ServerCore {
                     }
                 };
                 let subject = Subject::Device { device_id: device_id.clone() };
-                let (rt, fam) = self.new_family(now, &rec.client_id, &user.tenant, subject.clone(), scope::DEVICE);
-                let (at, lifetime) =
-                    self.mint_access(now, &rec.client_id, &user.tenant, subject, scope::DEVICE, Some(fam.clone()));
-                let hash = SecretHash::of(at.secret());
-                let resp = TokenResponse {
-                    access_token: at,
-                    token_type: "Bearer".into(),
-                    expires_in: Some(lifetime),
-                    refresh_token: Some(rt),
-                    scope: Some(scope::DEVICE.into()),
-                    device_id: Some(device_id.clone()),
-                    tenant_id: Some(user.tenant.clone()),
-                    user: None,
-                };
-                (resp, hash, Some(fam), Some(device_id))
+                let (resp, hash, fam) = self.issue(now, &rec.client_id, &user.tenant, subject, scope::DEVICE, true);
+                (resp, hash, fam, Some(device_id))
             }
             CodeKind::Session => {
-                let device_id = rec.device_id.clone();
-                let subject = Subject::User { user_id: user.id.clone(), device_id: device_id.clone() };
-                let (at, lifetime) = self.mint_access(now, &rec.client_id, &user.tenant, subject, scope::RELEASE, None);
-                let hash = SecretHash::of(at.secret());
-                let resp = TokenResponse {
-                    access_token: at,
-                    token_type: "Bearer".into(),
-                    expires_in: Some(lifetime),
-                    refresh_token: None,
-                    scope: Some(scope::RELEASE.into()),
-                    device_id: device_id.clone(),
-                    tenant_id: Some(user.tenant.clone()),
-                    user: self.token_user(&user.id),
-                };
-                (resp, hash, None, None)
+                let subject = Subject::User { user_id: user.id.clone(), device_id: rec.device_id.clone() };
+                let (resp, hash, fam) = self.issue(now, &rec.client_id, &user.tenant, subject, scope::RELEASE, false);
+                (resp, hash, fam, None)
             }
             CodeKind::Desktop => {
                 let subject = Subject::User { user_id: user.id.clone(), device_id: None };
-                let (rt, fam) = self.new_family(now, &rec.client_id, &user.tenant, subject.clone(), scope::APP);
-                let (at, lifetime) =
-                    self.mint_access(now, &rec.client_id, &user.tenant, subject, scope::APP, Some(fam.clone()));
-                let hash = SecretHash::of(at.secret());
-                let resp = TokenResponse {
-                    access_token: at,
-                    token_type: "Bearer".into(),
-                    expires_in: Some(lifetime),
-                    refresh_token: Some(rt),
-                    scope: Some(scope::APP.into()),
-                    device_id: None,
-                    tenant_id: Some(user.tenant.clone()),
-                    user: self.token_user(&user.id),
-                };
-                (resp, hash, Some(fam), None)
+                let (resp, hash, fam) = self.issue(now, &rec.client_id, &user.tenant, subject, scope::APP, true);
+                (resp, hash, fam, None)
             }
         };
-        // R-DEV-1: the 30 s window runs from the first success; a re-mint for a lost answer does not extend it.
+        // R-DEV-1 counts 30 s from the first success: a re-mint keeps the original time.
         let at = match rec.state {
             CodeState::Redeemed { at, .. } => at,
             _ => now,
@@ -524,20 +554,7 @@ impl ServerCore {
         let (subject, tenant, family_id) = (fam.subject.clone(), fam.tenant.clone(), fam.id.clone());
         self.put_family(fam);
         let (at, lifetime) = self.mint_access(now, client, &tenant, subject.clone(), &scope, Some(family_id));
-        let (device_id, user) = match &subject {
-            Subject::Device { device_id } => (Some(device_id.clone()), None),
-            Subject::User { user_id, .. } => (None, self.token_user(user_id)),
-        };
-        Ok(TokenResponse {
-            access_token: at,
-            token_type: "Bearer".into(),
-            expires_in: Some(lifetime),
-            refresh_token: Some(RefreshToken::new(new_plain)),
-            scope: Some(scope),
-            device_id,
-            tenant_id: Some(tenant),
-            user,
-        })
+        Ok(self.token_response(at, lifetime, Some(RefreshToken::new(new_plain)), &scope, &tenant, &subject))
     }
 
     /// RFC 6749 §4.3 as Roger uses it (PROTOCOL.md §8): device-bound, step 2 for the step-1 user or PIN login
@@ -587,40 +604,23 @@ impl ServerCore {
                 })
             });
         let fail = || OAuthFailure::bad(E::InvalidGrant, "the user name, PIN or password is wrong");
-        let Some(mut user) = user.filter(|_| ok && !locked && session_ok) else {
+        let Some(user) = user else {
             self.limits.hit(device_key, now, 300);
             self.limits.hit(tenant_key, now, 60);
-            if let Some(mut u) =
-                self.state.users.values().find(|u| u.tenant == device.tenant && u.username == username).cloned()
-            {
-                if !locked && !ok {
-                    u.failures += 1;
-                    if u.failures >= settings.lockout_failures {
-                        u.failures = 0;
-                        u.locked_until = Some(now + secs(settings.lockout_secs));
-                    }
-                    self.put_user(u);
-                }
-            }
             return Err(fail());
         };
-        if user.failures != 0 || user.locked_until.is_some() {
-            user.failures = 0;
-            user.locked_until = None;
-            self.put_user(user.clone());
+        if !(ok && !locked && session_ok) {
+            self.limits.hit(device_key, now, 300);
+            self.limits.hit(tenant_key, now, 60);
+            if !locked && !ok {
+                self.record_login_failure(user, settings, now);
+            }
+            return Err(fail());
         }
-        let subject = Subject::User { user_id: user.id.clone(), device_id: Some(device.id.clone()) };
-        let (at, lifetime) = self.mint_access(now, client, &device.tenant, subject, requested, None);
-        Ok(TokenResponse {
-            access_token: at,
-            token_type: "Bearer".into(),
-            expires_in: Some(lifetime),
-            refresh_token: None,
-            scope: Some(requested.into()),
-            device_id: Some(device.id),
-            tenant_id: Some(device.tenant),
-            user: self.token_user(&user.id),
-        })
+        let user_id = user.id.clone();
+        self.clear_login_failures(user);
+        let subject = Subject::User { user_id, device_id: Some(device.id.clone()) };
+        Ok(self.issue(now, client, &device.tenant, subject, requested, false).0)
     }
 
     /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6): one use within the code's lifetime; a second use revokes what the
@@ -652,22 +652,11 @@ impl ServerCore {
             return Err(bad("PKCE verification failed"));
         }
         let subject = Subject::User { user_id: rec.user_id.clone(), device_id: None };
-        let (rt, fam) = self.new_family(now, client, &rec.tenant, subject.clone(), &rec.scope);
-        let (at, lifetime) = self.mint_access(now, client, &rec.tenant, subject, &rec.scope.clone(), Some(fam.clone()));
+        let (resp, _, fam) = self.issue(now, client, &rec.tenant.clone(), subject, &rec.scope.clone(), true);
         rec.used = true;
-        rec.family = Some(fam);
-        let (tenant, scope, user_id) = (rec.tenant.clone(), rec.scope.clone(), rec.user_id.clone());
+        rec.family = fam;
         self.put_auth_code(rec);
-        Ok(TokenResponse {
-            access_token: at,
-            token_type: "Bearer".into(),
-            expires_in: Some(lifetime),
-            refresh_token: Some(rt),
-            scope: Some(scope),
-            device_id: None,
-            tenant_id: Some(tenant),
-            user: self.token_user(&user_id),
-        })
+        Ok(resp)
     }
 
     // -------------------------------------------------------------------------------------------------------------
@@ -709,24 +698,14 @@ impl ServerCore {
             user.as_ref().and_then(|u| u.password_hash.as_deref()),
             settings.argon2,
         );
-        let Some(mut user) = user.clone().filter(|_| ok && !locked) else {
-            if let Some(mut u) = user {
-                if !locked {
-                    u.failures += 1;
-                    if u.failures >= settings.lockout_failures {
-                        u.failures = 0;
-                        u.locked_until = Some(now + secs(settings.lockout_secs));
-                    }
-                    self.put_user(u);
-                }
+        let Some(user) = user else { return Err(LoginFailure::BadCredentials) };
+        if !ok || locked {
+            if !locked {
+                self.record_login_failure(user, settings, now);
             }
             return Err(LoginFailure::BadCredentials);
-        };
-        if user.failures != 0 || user.locked_until.is_some() {
-            user.failures = 0;
-            user.locked_until = None;
-            self.put_user(user.clone());
         }
+        self.clear_login_failures(user.clone());
         let (code, hash) = self.minter.secret(SecretKind::AuthorizationCode);
         self.put_auth_code(AuthCodeRecord {
             hash,
