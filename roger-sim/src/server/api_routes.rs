@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use super::app::Shared;
 use super::oauth_routes::{authorization, entry};
-use super::respond::{json, problem, problem_name, read_json};
+use super::respond::{json, json_body, optional_json_body, problem, problem_name};
 use crate::drive::Drive;
 
 type S = State<Arc<Shared>>;
@@ -78,25 +78,6 @@ fn path_arg(p: P) -> Result<String, Response> {
     p.map(|Path(v)| v).map_err(|_| problem(&ApiFailure::bad_request("the path is not valid")))
 }
 
-fn body_arg(b: Body) -> Result<Bytes, Response> {
-    b.map_err(|_| problem(&ApiFailure::new(413, "payload-too-large", "The body is unreadable or too large")))
-}
-
-/// A required JSON body.
-fn json_arg<T: serde::de::DeserializeOwned>(h: &HeaderMap, b: Body) -> Result<T, Response> {
-    body_arg(b).and_then(|b| read_json(h, &b))
-}
-
-/// A JSON body the client may leave empty (the MFP's release, a scan completion).
-fn optional_json_arg<T: serde::de::DeserializeOwned + Default>(h: &HeaderMap, b: Body) -> Result<T, Response> {
-    let raw = body_arg(b)?;
-    if raw.is_empty() {
-        Ok(T::default())
-    } else {
-        read_json(h, &raw)
-    }
-}
-
 fn push_config(s: &Shared) -> PushConfig {
     PushConfig {
         url: s.amqp.clone(),
@@ -113,7 +94,7 @@ async fn get_device(State(s): S, h: HeaderMap) -> Response {
 }
 
 async fn put_device(State(s): S, h: HeaderMap, b: Body) -> Response {
-    let body = match json_arg(&h, b) {
+    let body = match json_body(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -138,7 +119,7 @@ async fn app_push(State(s): S, h: HeaderMap, Query(q): Q) -> Response {
 }
 
 async fn redeem_ticket(State(s): S, h: HeaderMap, b: Body) -> Response {
-    let body = match json_arg(&h, b) {
+    let body = match json_body(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -155,7 +136,7 @@ async fn list_jobs(State(s): S, h: HeaderMap, Query(q): Q) -> Response {
 }
 
 async fn submit_job(State(s): S, h: HeaderMap, b: Body) -> Response {
-    let body = match json_arg(&h, b) {
+    let body = match json_body(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -180,7 +161,7 @@ async fn release_job(State(s): S, h: HeaderMap, p: P, b: Body) -> Response {
         Err(r) => return r,
     };
     // The MFP may post no body at all; the phone sends {"device_id"}.
-    let body: roger_proto::api::ReleaseRequest = match optional_json_arg(&h, b) {
+    let body: roger_proto::api::ReleaseRequest = match optional_json_body(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -211,7 +192,7 @@ async fn report_result(State(s): S, h: HeaderMap, p: P, b: Body) -> Response {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let body = match json_arg(&h, b) {
+    let body = match json_body(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -239,7 +220,7 @@ async fn scan_profiles(State(s): S, h: HeaderMap) -> Response {
 }
 
 async fn create_scan(State(s): S, h: HeaderMap, b: Body) -> Response {
-    let body = match json_arg(&h, b) {
+    let body = match json_body(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -252,7 +233,7 @@ async fn complete_scan(State(s): S, h: HeaderMap, p: P, b: Body) -> Response {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let body: roger_proto::api::ScanComplete = match optional_json_arg(&h, b) {
+    let body: roger_proto::api::ScanComplete = match optional_json_body(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -264,7 +245,7 @@ async fn complete_scan(State(s): S, h: HeaderMap, p: P, b: Body) -> Response {
 }
 
 async fn end_session(State(s): S, h: HeaderMap, b: Body) -> Response {
-    let body = match json_arg(&h, b) {
+    let body = match json_body(&h, b) {
         Ok(v) => v,
         Err(r) => return r,
     };

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::app::Shared;
 use super::log::LogEntry;
 use super::respond::{
-    json, oauth_code, oauth_error, oauth_invalid_request, ok_empty, problem, problem_name, read_json, read_oauth_form,
+    json, json_body, oauth_code, oauth_error, oauth_invalid_request, ok_empty, problem, problem_name, read_oauth_form,
     MAX_BODY,
 };
 
@@ -395,8 +395,7 @@ async fn decide(s: Arc<Shared>, headers: HeaderMap, body: Result<Bytes, BytesRej
     let resp = (|| {
         let who = s.read(|core, now| core.authenticate(now, authorization(&headers))).map_err(|f| problem(&f))?;
         e.authenticated = true;
-        let body = body.map_err(|_| problem(&ApiFailure::new(413, "payload-too-large", "The body is too large")))?;
-        let d: CodeDecision = read_json(&headers, &body)?;
+        let d: CodeDecision = json_body(&headers, body)?;
         match s.act(|core, now| core.decide_code(now, &who, d.user_code.secret(), approve))? {
             Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
             Err(f) => {

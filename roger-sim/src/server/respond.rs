@@ -97,6 +97,27 @@ pub fn read_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Byt
     })
 }
 
+/// A required JSON body from an axum body extraction (413 when unreadable or over the limit).
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, Response> {
+    let body =
+        body.map_err(|_| problem(&ApiFailure::new(413, "payload-too-large", "The body is unreadable or too large")))?;
+    read_json(headers, &body)
+}
+
+/// A JSON body the client may leave empty (the MFP's release, a scan completion).
+pub fn optional_json_body<T: serde::de::DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, Response> {
+    match body {
+        Ok(b) if b.is_empty() => Ok(T::default()),
+        other => json_body(headers, other),
+    }
+}
+
 /// A problem for an unknown route (path junk, PROTOCOL.md §10).
 pub fn not_found() -> Response {
     problem(&ApiFailure::not_found())

@@ -14,7 +14,7 @@ use roger_proto::server::ApiFailure;
 use serde::Deserialize;
 
 use super::app::Shared;
-use super::respond::{json, problem, read_json};
+use super::respond::{json, json_body, problem};
 
 type S = State<Arc<Shared>>;
 
@@ -67,8 +67,7 @@ pub async fn advance(
     if let Err(r) = allowed(&s, &peer, &headers) {
         return r;
     }
-    let Ok(body) = body else { return problem(&ApiFailure::bad_request("unreadable body")) };
-    let a: Advance = match read_json(&headers, &body) {
+    let a: Advance = match json_body(&headers, body) {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -101,8 +100,7 @@ pub async fn put_settings(
     if let Err(r) = allowed(&s, &peer, &headers) {
         return r;
     }
-    let Ok(body) = body else { return problem(&ApiFailure::bad_request("unreadable body")) };
-    let patch: serde_json::Value = match read_json(&headers, &body) {
+    let patch: serde_json::Value = match json_body(&headers, body) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -188,8 +186,7 @@ pub async fn post_faults(
     if let Err(r) = allowed(&s, &peer, &headers) {
         return r;
     }
-    let Ok(body) = body else { return problem(&ApiFailure::bad_request("unreadable body")) };
-    let value: serde_json::Value = match read_json(&headers, &body) {
+    let value: serde_json::Value = match json_body(&headers, body) {
         Ok(v) => v,
         Err(r) => return r,
     };
