@@ -4,13 +4,19 @@
 //!   driving `roger_proto::server::ServerCore`;
 //! * [`drive`]: a fake drive (a Graph subset) on its own listener;
 //! * [`bus`]: the push bus (in-process by default);
-//! * [`probe`]: discovery and metadata checks against any server.
+//! * [`probe`]: discovery and metadata checks against any server;
+//! * [`mfp`]: the simulated printer (lifecycle, panel, release, scan, desktop hand-over, the §13 shim);
+//! * [`phone`]: the simulated phone app (login with PKCE, QR scan, approvals, jobs, admin);
+//! * [`desktop`]: the simulated desktop client (QR login, jobs whose documents stay on the computer).
 
 // Handlers return `Result<_, axum::response::Response>`: the error side is the finished early answer, built once
 // and moved out; boxing it would only add an allocation to every refusal.
 #![allow(clippy::result_large_err)]
 
 pub mod bus;
+pub mod desktop;
 pub mod drive;
+pub mod mfp;
+pub mod phone;
 pub mod probe;
 pub mod server;

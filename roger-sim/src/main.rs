@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use roger_sim::probe;
 use roger_sim::server::clock::ClockKind;
 use roger_sim::server::{start, ServerConfig};
+use roger_sim::{desktop, mfp, phone, probe};
 
 /// Simulators and tools for the Roger cloud print protocol.
 #[derive(Debug, Parser)]
@@ -63,6 +63,16 @@ enum Command {
     /// Check a server's discovery document and authorization-server metadata as an MFP would (R-DISC-1,
     /// R-DISC-2, R-META-1, RFC 8414 §3.3, RFC 7636 §4.2). Exit code 1 if any MUST fails.
     Probe(probe::ProbeArgs),
+    /// Run a simulated printer (MFP): registers (QR in the terminal and as PNG), then the panel loop of
+    /// PROTOCOL.md §8, release and scan, desktop hand-over on its own job endpoint. `--shim` speaks the
+    /// conformance shim protocol of §13 on stdin/stdout instead.
+    Mfp(mfp::MfpArgs),
+    /// The simulated phone app: log in (authorization code + PKCE), scan a panel QR (payload or PNG), approve or
+    /// deny, list and release jobs, end a session, and as tenant admin approve printers and remove them.
+    Phone(phone::PhoneArgs),
+    /// The simulated desktop client: log in by QR (device grant, approved on the phone) and submit a job whose
+    /// document stays on this computer until a printer asks for it with a ticket (PROTOCOL.md §9).
+    Desktop(desktop::DesktopArgs),
 }
 
 async fn run_server(args: ServerArgs) -> ExitCode {
@@ -125,5 +135,8 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => run_server(args).await,
         Command::Probe(args) => probe::run(args).await,
+        Command::Mfp(args) => mfp::run(args).await,
+        Command::Phone(args) => phone::run(args).await,
+        Command::Desktop(args) => desktop::run(args).await,
     }
 }
