@@ -21,7 +21,8 @@ use roger_benches::core_setup::{app_principal, drain, register_printer, registra
 use roger_proto::device_authorization::DeviceAuthorizationRequest;
 use roger_proto::server::mint::{Minter, SecretHash};
 use roger_proto::server::model::{
-    AccessRecord, CodeState, Device, DeviceCodeRecord, RefreshFamily, Subject, Tenant, User,
+    AccessRecord, CodeState, Device, DeviceCodeRecord, Name, Redemption, RefreshFamily, Subject, Tenant, User,
+    WireUserCode,
 };
 use roger_proto::server::settings::{Argon2Cost, TenantSettings};
 use roger_proto::server::{Principal, ServerCore};
@@ -183,10 +184,23 @@ fn registration_request(i: usize) -> DeviceAuthorizationRequest {
     DeviceAuthorizationRequest::registration(MFP, "MX-4050", &format!("SN-{i:06}"))
 }
 
+/// Heap bytes of a [`Name`]: none while it fits inline (24 bytes), as every minted id does.
+fn name(n: &Name) -> usize {
+    if n.is_heap_allocated() {
+        n.capacity()
+    } else {
+        0
+    }
+}
+
+fn opt_name(n: &Option<Name>) -> usize {
+    n.as_ref().map_or(0, name)
+}
+
 fn subject_heap(s: &Subject) -> usize {
     match s {
-        Subject::Device { device_id } => device_id.capacity(),
-        Subject::User { user_id, device_id } => user_id.capacity() + device_id.as_ref().map_or(0, String::capacity),
+        Subject::Device { device_id } => name(device_id),
+        Subject::User { user_id, device_id } => name(user_id) + opt_name(device_id),
     }
 }
 
@@ -194,29 +208,20 @@ fn opt(s: &Option<String>) -> usize {
     s.as_ref().map_or(0, String::capacity)
 }
 
-fn hash_heap(h: &SecretHash) -> usize {
-    // Hex SHA-256, built at exactly its length.
-    h.as_str().len()
-}
-
-/// Heap bytes of the strings of a device-code record (the map key, a second copy of the hash, is not included).
+/// Heap bytes of the strings of a device-code record (its box is counted by the caller).
 fn code_strings(c: &DeviceCodeRecord) -> usize {
     let state = match &c.state {
-        CodeState::Redeemed { user, device_id, access, family, .. } => {
-            user.capacity() + opt(device_id) + hash_heap(access) + opt(family)
-        }
+        CodeState::Redeemed(r) => size_of::<Redemption>() + r.user.capacity() + opt(&r.device_id) + opt(&r.family),
         CodeState::Approved { user } => user.capacity(),
         CodeState::Pending | CodeState::Denied => 0,
     };
-    hash_heap(&c.hash)
-        + c.user_code.capacity()
-        + c.client_id.capacity()
-        + c.scope.capacity()
-        + opt(&c.device_id)
-        + opt(&c.tenant)
-        + opt(&c.model)
-        + opt(&c.serial)
-        + c.request_id.capacity()
+    name(&c.client_id)
+        + name(&c.scope)
+        + opt_name(&c.device_id)
+        + opt_name(&c.tenant)
+        + opt_name(&c.model)
+        + opt_name(&c.serial)
+        + name(&c.request_id)
         + state
 }
 
@@ -230,9 +235,6 @@ fn print_row(what: &str, live: Live, n: usize) {
 // ---------------------------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "target not met: 941 live bytes per pending code, target ≤ 512 B (codes B-tree 806 B: DeviceCodeRecord \
-            392 B inline + B-tree slack + the hash as 64-byte hex twice; user-code index 136 B); \
-            `cargo test -p roger-benches --test server_memory -- --ignored --nocapture` prints the breakdown"]
 fn pending_code_footprint() {
     let (mut core, _admin) = core_with_admin();
     let now = t0();
@@ -264,31 +266,35 @@ fn pending_code_footprint() {
     let index = heap_of(|| {
         let mut m = HashMap::new();
         for c in core.state().codes.values() {
-            m.insert(c.user_code.clone(), c.hash.clone());
+            m.insert(c.user_code, c.hash);
         }
         m
     });
-    let strings: usize = core.state().codes.values().map(code_strings).sum::<usize>() / codes;
+    let strings: usize = core.state().codes.values().map(|c| code_strings(c)).sum::<usize>() / codes;
     let inline = size_of::<SecretHash>() + size_of::<DeviceCodeRecord>();
     let per = |l: Live| l.bytes as f64 / codes as f64;
-    // The key: a second copy of the hash.
-    let slack = per(table) - inline as f64 - strings as f64 - 64.0;
+    let slack = per(table) - inline as f64 - strings as f64;
 
     println!("\nserver core, per pending registration code ({N} codes, journal drained after each request):");
     print_row("live heap", total, N);
     println!("  breakdown ({codes} codes in the table, {probe} more from the journal probe):");
-    print_row("codes: BTreeMap<SecretHash, DeviceCodeRecord> (clone)", table, codes);
+    print_row("codes: BTreeMap<SecretHash, Box<DeviceCodeRecord>> (clone)", table, codes);
     println!(
         "    entry inline: SecretHash {} B + DeviceCodeRecord {} B",
         size_of::<SecretHash>(),
         size_of::<DeviceCodeRecord>()
     );
-    println!("    record strings: {strings} B (hash 64, user_code, client_id, scope, model, serial, request_id)");
-    println!("    key: a second copy of the hash, 64 B");
+    println!(
+        "    record heap strings: {strings} B (client_id, scope, model, serial, request_id: inline up to 24 bytes)"
+    );
     println!("    B-tree node slack: {slack:.1} B");
-    print_row("user_codes: HashMap<String, SecretHash> (rebuilt)", index, codes);
-    println!("    (a third copy of the hash: 64 B; the user code again: 8 B)");
-    println!("  not drained: the journal holds a serde_json::Value per request:");
+    print_row("user_codes: HashMap<WireUserCode, SecretHash> (rebuilt)", index, codes);
+    println!(
+        "    entry inline: WireUserCode {} B + SecretHash {} B",
+        size_of::<WireUserCode>(),
+        size_of::<SecretHash>()
+    );
+    println!("  not drained: the journal holds the touched keys of each request:");
     print_row("journal (Vec<Change>) per request until take_changes", journal, probe);
     print_row("core growth per request with the journal kept", undrained, probe);
 
@@ -303,10 +309,6 @@ fn pending_code_footprint() {
 // ---------------------------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "target not met: 1767 live bytes per registered printer in steady state, target ≤ 1024 B (2765 B until \
-            the redeemed code is swept; refresh family 563, access token 502, device 342, refresh index 148, \
-            never-removed rate-limit key 148, emptied user-code index 64); \
-            `cargo test -p roger-benches --test server_memory -- --ignored --nocapture` prints the breakdown"]
 fn registered_printer_footprint() {
     let (mut core, admin) = core_with_admin();
     let now = t0();
@@ -333,72 +335,35 @@ fn registered_printer_footprint() {
     let device_table = heap_of(|| s.devices.clone());
     let family_table = heap_of(|| s.families.clone());
     let access_table = heap_of(|| s.access.clone());
-    // Derived: refresh-token hash → family id (one entry per printer before any rotation).
+    // Derived: family-handle hash → family id (one entry per family, however often it rotates).
     let refresh_index = heap_of(|| {
         let mut m = HashMap::new();
         for f in s.families.values() {
-            m.insert(f.current.clone(), f.id.clone());
-        }
-        m
-    });
-    // `RateLimits`: each approval counts `code:<user code>` for RFC 8628 §5.1's per-code bound, and the key is never
-    // removed (the sliding window empties, the map entry stays).
-    let limits = heap_of(|| {
-        let mut m: HashMap<String, Vec<OffsetDateTime>> = HashMap::new();
-        for i in 0..N {
-            m.entry(format!("code:{:08}", i)).or_default().push(now);
+            m.insert(f.handle, f.id.clone());
         }
         m
     });
     let device_strings: usize = s
         .devices
         .values()
-        .map(|d| d.id.capacity() * 2 + d.tenant.capacity() + d.client_id.capacity() + opt(&d.model) + opt(&d.serial))
+        .map(|d| name(&d.id) * 2 + name(&d.tenant) + name(&d.client_id) + opt_name(&d.model) + opt_name(&d.serial))
         .sum::<usize>()
         / devices.max(1);
     let family_strings: usize = s
         .families
         .values()
-        .map(|f| {
-            f.id.capacity() * 2
-                + f.client_id.capacity()
-                + f.tenant.capacity()
-                + subject_heap(&f.subject)
-                + f.scope.capacity()
-                + hash_heap(&f.current)
-                + f.previous.as_ref().map_or(0, hash_heap)
-                + f.retired.iter().map(hash_heap).sum::<usize>()
-        })
+        .map(|f| name(&f.id) * 2 + name(&f.client_id) + name(&f.tenant) + subject_heap(&f.subject) + name(&f.scope))
         .sum::<usize>()
         / families.max(1);
     let access_strings: usize = s
         .access
         .values()
-        .map(|a| {
-            hash_heap(&a.hash) * 2
-                + a.client_id.capacity()
-                + a.tenant.capacity()
-                + subject_heap(&a.subject)
-                + a.scope.capacity()
-                + opt(&a.family)
-        })
+        .map(|a| name(&a.client_id) + name(&a.tenant) + subject_heap(&a.subject) + name(&a.scope) + opt_name(&a.family))
         .sum::<usize>()
         / access.max(1);
-    // The user-code index held every registration code until the sweep removed them; a hash map keeps its capacity.
-    let user_codes_capacity = heap_of(|| {
-        let mut m = HashMap::new();
-        for i in 0..N {
-            m.insert(format!("{i:08}"), SecretHash::of(&i.to_string()));
-        }
-        m.clear();
-        m
-    });
-    let accounted = device_table.bytes
-        + family_table.bytes
-        + access_table.bytes
-        + refresh_index.bytes
-        + limits.bytes
-        + user_codes_capacity.bytes;
+    // The sweep also forgets the approvals' per-code rate-limit windows and shrinks the emptied user-code index;
+    // whatever of either is left shows up as "unaccounted".
+    let accounted = device_table.bytes + family_table.bytes + access_table.bytes + refresh_index.bytes;
 
     println!(
         "\nserver core, per registered printer ({N} registrations: device authorization, admin approval, first poll):"
@@ -407,27 +372,25 @@ fn registered_printer_footprint() {
     print_row("freed by the sweep at +700 s (the redeemed codes)", swept, N);
     print_row("live heap, steady state (after that sweep)", steady, N);
     println!("  breakdown ({devices} devices, {families} families, {access} access tokens, {codes} codes left):");
-    print_row("devices: BTreeMap<String, Device>", device_table, N);
+    print_row("devices: BTreeMap<Name, Box<Device>>", device_table, N);
     println!(
-        "    inline String {} + Device {} B; strings {device_strings} B (id twice: key and field)",
-        size_of::<String>(),
+        "    inline Name {} + Device {} B; heap strings {device_strings} B (ids inline)",
+        size_of::<Name>(),
         size_of::<Device>()
     );
-    print_row("families: BTreeMap<String, RefreshFamily>", family_table, N);
+    print_row("families: BTreeMap<Name, Box<RefreshFamily>>", family_table, N);
     println!(
-        "    inline String {} + RefreshFamily {} B; strings {family_strings} B (id twice, device id, current hash)",
-        size_of::<String>(),
+        "    inline Name {} + RefreshFamily {} B; heap strings {family_strings} B (ids inline)",
+        size_of::<Name>(),
         size_of::<RefreshFamily>()
     );
-    print_row("access: BTreeMap<SecretHash, AccessRecord>", access_table, N);
+    print_row("access: BTreeMap<SecretHash, Box<AccessRecord>>", access_table, N);
     println!(
-        "    inline SecretHash {} + AccessRecord {} B; strings {access_strings} B (hash twice, device id, family id)",
+        "    inline SecretHash {} + AccessRecord {} B; heap strings {access_strings} B (ids inline)",
         size_of::<SecretHash>(),
         size_of::<AccessRecord>()
     );
-    print_row("refresh_index: HashMap<SecretHash, String> (rebuilt)", refresh_index, N);
-    print_row("limits: \"code:<user code>\" → Vec<OffsetDateTime> (rebuilt)", limits, N);
-    print_row("user_codes: the emptied index's capacity (rebuilt)", user_codes_capacity, N);
+    print_row("refresh_index: HashMap<SecretHash, Name> (rebuilt)", refresh_index, N);
     println!("  unaccounted: {:.1} B", (steady.bytes - accounted) as f64 / N as f64);
 
     drop(core);
@@ -473,6 +436,6 @@ fn rotation_growth() {
     let n = PRINTERS * ROTATIONS;
     println!("  per refresh rotation ({PRINTERS} printers × {ROTATIONS} rotations each):");
     print_row("live heap until the new access token expires", with_access, n);
-    print_row("live heap kept for good (retired hash + refresh-index entry)", forever, n);
+    print_row("live heap kept for good (should be 0: a family does not grow)", forever, n);
     drop(tokens);
 }

@@ -945,7 +945,7 @@ mod tests {
         assert!(inner.downloads.contains_key(&SecretHash::of(&dl_token)));
         assert!(inner.uploads.contains_key(&SecretHash::of(&up_token)));
         let stored = format!("{:?} {:?}", inner.downloads, inner.uploads);
-        let keys: Vec<&str> = inner.downloads.keys().chain(inner.uploads.keys()).map(|k| k.as_str()).collect();
+        let keys: Vec<String> = inner.downloads.keys().chain(inner.uploads.keys()).map(|k| k.to_hex()).collect();
         for token in [&dl_token, &up_token] {
             assert!(!stored.contains(token.as_str()));
             assert!(!stored.contains(&token[4..20]));

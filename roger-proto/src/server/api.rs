@@ -19,7 +19,7 @@ use time::{Duration, OffsetDateTime};
 use super::drive::{DriveLinks, Folder};
 use super::mint::{SecretHash, SecretKind};
 use super::model::{
-    CodeState, Device, JobRecord, JobSource as StoredSource, JobState, ScanRecord, Subject, TicketRecord, User,
+    CodeState, Device, JobRecord, JobSource as StoredSource, JobState, Name, ScanRecord, Subject, TicketRecord, User,
 };
 use super::{ApiFailure, Principal, ServerCore};
 use crate::api::{
@@ -182,7 +182,7 @@ impl ServerCore {
         let Subject::Device { device_id } = &who.subject else {
             return Err(ApiFailure::insufficient_scope(scope::DEVICE));
         };
-        self.state.devices.get(device_id).cloned().ok_or_else(ApiFailure::invalid_token)
+        self.state.devices.get(device_id).map(|d| (**d).clone()).ok_or_else(ApiFailure::invalid_token)
     }
 
     /// The calling user, if the token has one of `scopes` (PROTOCOL.md §10 matrix). A token whose user was erased
@@ -214,7 +214,7 @@ impl ServerCore {
             .devices
             .get(device_id)
             .filter(|d| d.tenant == tenant)
-            .cloned()
+            .map(|d| (**d).clone())
             .ok_or_else(|| not_found("no such device"))
     }
 
@@ -239,7 +239,7 @@ impl ServerCore {
             .values()
             .filter(|a| a.expires > now)
             .filter_map(|a| match &a.subject {
-                Subject::User { user_id, device_id: Some(d) } if d == device_id => Some(user_id.clone()),
+                Subject::User { user_id, device_id: Some(d) } if d == device_id => Some(user_id.to_string()),
                 _ => None,
             })
             .collect();
@@ -275,7 +275,7 @@ impl ServerCore {
 
     /// Deletes the tickets of `job_id` that pass `pred` (voided by a redemption, a result, a deletion).
     fn drop_tickets(&mut self, pred: impl Fn(&TicketRecord) -> bool) {
-        let hashes: Vec<SecretHash> = self.state.tickets.values().filter(|t| pred(t)).map(|t| t.hash.clone()).collect();
+        let hashes: Vec<SecretHash> = self.state.tickets.values().filter(|t| pred(t)).map(|t| t.hash).collect();
         for h in hashes {
             self.delete_ticket(&h);
         }
@@ -283,12 +283,12 @@ impl ServerCore {
 
     fn device_config(d: &Device) -> DeviceConfig {
         DeviceConfig {
-            device_id: d.id.clone(),
-            tenant_id: Some(d.tenant.clone()),
+            device_id: d.id.to_string(),
+            tenant_id: Some(d.tenant.to_string()),
             vendor: d.client_id.strip_prefix(client_id::EMB_PREFIX).map(str::to_owned),
-            model: d.model.clone(),
-            serial: d.serial.clone(),
-            job_url: d.job_url.clone(),
+            model: d.model.clone().map(Into::into),
+            serial: d.serial.clone().map(Into::into),
+            job_url: d.job_url.clone().map(Into::into),
         }
     }
 
@@ -334,7 +334,7 @@ impl ServerCore {
             check_transport(url, TransportPolicy::AllowLoopbackPlain)
                 .map_err(|_| ApiFailure::bad_request("job_url must be an https URL (R-DISC-2)"))?;
         }
-        device.job_url = body.job_url.clone();
+        device.job_url = body.job_url.clone().map(Into::into);
         self.put_device(device.clone());
         Ok(Self::device_config(&device))
     }
@@ -395,7 +395,7 @@ impl ServerCore {
         let job = self.state.jobs.get(&ticket.job_id).cloned().ok_or_else(gone)?;
         let answer = TicketRedemption {
             job_id: job.id.clone(),
-            device_id: device.id,
+            device_id: device.id.to_string(),
             file_name: job.file_name,
             pages: job.pages,
         };
@@ -618,7 +618,7 @@ impl ServerCore {
         if let (Ok(j), Ok(d)) = (Id::new(job.id.clone()), Id::new(device.id.clone())) {
             self.push_device(now, &device.id, PushEvent::JobReleaseRequested { job_id: j, device_id: d });
         }
-        Ok(ReleaseRequested { job_id: job.id, device_id: device.id })
+        Ok(ReleaseRequested { job_id: job.id, device_id: device.id.to_string() })
     }
 
     /// `POST /api/v1/jobs/{id}/handover` (docs/protocol.md C1, app token of the owner, `roger.app`): for a desktop
@@ -637,7 +637,7 @@ impl ServerCore {
         let device = self.tenant_device(&user.tenant, &device_id).map_err(|_| pending())?;
         let job_url = device.job_url.clone().ok_or_else(|| conflict("the printer has published no job_url"))?;
         let DesktopHandover { ticket, expires_at } = self.mint_ticket(now, &job.tenant, &job.id, &device.id);
-        Ok(Handover { device_id: device.id, job_url, ticket, expires_at })
+        Ok(Handover { device_id: device.id.to_string(), job_url: job_url.to_string(), ticket, expires_at })
     }
 
     /// `POST /api/v1/jobs/{id}/result {"state","pages"}` (PROTOCOL.md §9; as release: `roger.release` or
@@ -820,13 +820,8 @@ impl ServerCore {
             Subject::User { device_id, .. } => device_id.as_deref() == Some(d.as_str()),
         });
         self.drop_tickets(|t| t.device_id == d);
-        let codes: Vec<SecretHash> = self
-            .state
-            .codes
-            .values()
-            .filter(|c| c.device_id.as_deref() == Some(d.as_str()))
-            .map(|c| c.hash.clone())
-            .collect();
+        let codes: Vec<SecretHash> =
+            self.state.codes.values().filter(|c| c.device_id.as_deref() == Some(d.as_str())).map(|c| c.hash).collect();
         for h in codes {
             self.delete_code(&h);
         }
@@ -901,14 +896,14 @@ impl ServerCore {
             .values()
             .filter(|a| a.expires > now)
             .filter_map(|a| match &a.subject {
-                Subject::User { user_id, device_id: Some(d) } if *user_id == me => Some(d.clone()),
+                Subject::User { user_id, device_id: Some(d) } if *user_id == me => Some(d.to_string()),
                 _ => None,
             })
             .collect();
         devices.sort();
         devices.dedup();
         self.revoke_where(|s| matches!(s, Subject::User { user_id, .. } if *user_id == me));
-        let families: Vec<String> = self
+        let families: Vec<Name> = self
             .state
             .families
             .values()
@@ -928,7 +923,7 @@ impl ServerCore {
             self.delete_scan(&s);
         }
         let auth: Vec<SecretHash> =
-            self.state.auth_codes.values().filter(|a| a.user_id == me).map(|a| a.hash.clone()).collect();
+            self.state.auth_codes.values().filter(|a| a.user_id == me).map(|a| a.hash).collect();
         for h in auth {
             self.delete_auth_code(&h);
         }
@@ -937,10 +932,11 @@ impl ServerCore {
             .codes
             .values()
             .filter(|c| match &c.state {
-                CodeState::Approved { user } | CodeState::Redeemed { user, .. } => *user == me,
+                CodeState::Approved { user } => *user == me,
+                CodeState::Redeemed(r) => r.user == me,
                 CodeState::Pending | CodeState::Denied => false,
             })
-            .map(|c| c.hash.clone())
+            .map(|c| c.hash)
             .collect();
         for h in codes {
             self.delete_code(&h);
@@ -1026,7 +1022,7 @@ mod tests {
             subject,
             scope: scope.into(),
             expires: t0() + Duration::seconds(1200),
-            family: Some(format!("fam-{name}")),
+            family: Some(format!("fam-{name}").into()),
         });
         c.authenticate(t0(), Some(&format!("Bearer {plain}"))).expect("authenticates")
     }
@@ -1634,10 +1630,10 @@ mod tests {
             tenant: "acme".into(),
             subject: Subject::User { user_id: "u-alice".into(), device_id: None },
             scope: scope::APP.into(),
+            handle: SecretHash::of("alice-family-handle0"),
             current: SecretHash::of("rrt_alice"),
             previous: None,
             previous_until: None,
-            retired: Vec::new(),
             expires: at(90 * 24 * 3600),
             revoked: false,
         });
@@ -1651,7 +1647,7 @@ mod tests {
             .access
             .values()
             .all(|a| !matches!(&a.subject, Subject::User { user_id, .. } if user_id == "u-alice")));
-        assert!(!c.refresh_index.contains_key(&SecretHash::of("rrt_alice")));
+        assert!(!c.refresh_index.contains_key(&SecretHash::of("alice-family-handle0")));
         assert_eq!(
             events(&mut c),
             vec![(PushTarget::Device(id("dev_1")), PushEvent::SessionEnded { device_id: id("dev_1") })]

@@ -10,8 +10,24 @@ use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::model::WireUserCode;
+
 /// Bytes of entropy in every minted token, code and ticket (256 bits).
 pub const SECRET_BYTES: usize = 32;
+
+/// Random bytes of a refresh-token family handle (120 bits: 20 base64url characters, no padding).
+pub const FAMILY_HANDLE_BYTES: usize = 15;
+
+/// Characters of a refresh token: `rrt_`, the 20-character family handle and 43 characters of 256 random bits.
+pub const REFRESH_TOKEN_LEN: usize = 4 + 20 + 43;
+
+/// The family handle of a presented refresh token (see [`Minter::refresh_token`]), or `None` if the token does not
+/// have the shape this server mints (then it is simply unknown: `invalid_grant`).
+pub fn family_handle_of(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix(SecretKind::RefreshToken.prefix())?;
+    let b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    (token.len() == REFRESH_TOKEN_LEN && rest.bytes().all(b64)).then(|| &rest[..20])
+}
 
 /// The kinds of minted secrets, each with its typed prefix (so a leaked string says what it is, and a token of one
 /// kind can never be mistaken for another).
@@ -49,32 +65,86 @@ impl SecretKind {
     }
 }
 
-/// The SHA-256 of a secret, hex-encoded: the only form in which the server stores or looks up a secret.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretHash(String);
+/// The SHA-256 of a secret: the only form in which the server stores or looks up a secret. Kept as the 32 raw
+/// bytes (a `Copy` value, no heap); serialised as 64 lowercase hex digits, so stores and `/sim/store` show the
+/// familiar form.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretHash([u8; 32]);
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl SecretHash {
     /// Hashes a presented secret.
     pub fn of(secret: &str) -> Self {
-        let digest = Sha256::digest(secret.as_bytes());
-        let mut hex = String::with_capacity(64);
-        for b in digest {
-            hex.push_str(&format!("{b:02x}"));
-        }
-        Self(hex)
+        Self(Sha256::digest(secret.as_bytes()).into())
     }
 
-    /// The hex digest.
-    pub fn as_str(&self) -> &str {
+    /// The raw digest.
+    pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The digest as 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        let mut out = String::with_capacity(64);
+        for b in self.0 {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        out
+    }
+
+    /// Parses 64 hex digits (either case).
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        fn nibble(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                b'A'..=b'F' => Some(c - b'A' + 10),
+                _ => None,
+            }
+        }
+        let hex = hex.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl fmt::Display for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
     }
 }
 
 impl fmt::Debug for SecretHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A hash is not a secret, but a short form keeps logs readable.
-        write!(f, "SecretHash({}…)", &self.0[..self.0.len().min(12)])
+        write!(f, "SecretHash({}…)", &self.to_hex()[..12])
+    }
+}
+
+impl Serialize for SecretHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            buf[2 * i] = HEX[usize::from(b >> 4)];
+            buf[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        // Hex digits are ASCII.
+        s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected a SHA-256 as 64 hex digits"))
     }
 }
 
@@ -106,18 +176,42 @@ impl Minter {
     }
 
     /// A user code: 8 characters of `BCDFGHJKLMNPQRSTVWXZ` (RFC 8628 §6.1), drawn without modulo bias.
-    pub fn user_code(&mut self) -> String {
+    pub fn user_code(&mut self) -> WireUserCode {
         let alphabet = crate::user_code::ALPHABET;
-        let mut out = String::with_capacity(crate::user_code::LENGTH);
-        while out.len() < crate::user_code::LENGTH {
+        let mut out = [0u8; crate::user_code::LENGTH];
+        let mut filled = 0;
+        while filled < out.len() {
             let mut b = [0u8; 1];
             self.rng.fill_bytes(&mut b);
             // 240 = 12 * 20: reject the top 16 values so every letter is equally likely.
             if b[0] < 240 {
-                out.push(alphabet[usize::from(b[0]) % alphabet.len()] as char);
+                out[filled] = alphabet[usize::from(b[0]) % alphabet.len()];
+                filled += 1;
             }
         }
-        out
+        WireUserCode::new(std::str::from_utf8(&out).unwrap_or_default()).unwrap_or_else(|| unreachable!())
+    }
+
+    /// A family handle (PROTOCOL.md §6, docs/protocol.md): [`FAMILY_HANDLE_BYTES`] random bytes, base64url. Every
+    /// refresh token of one family starts with it, so a presented token names its family, and the server finds a
+    /// replayed old token's family without keeping the hash of every token it ever issued (RFC 9700 §4.14.2).
+    pub fn family_handle(&mut self) -> String {
+        let mut bytes = [0u8; FAMILY_HANDLE_BYTES];
+        self.rng.fill_bytes(&mut bytes);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// A refresh token of the family with `handle`: `rrt_`, the handle, then 256 fresh random bits (base64url).
+    /// Returns the plaintext and its hash.
+    pub fn refresh_token(&mut self, handle: &str) -> (String, SecretHash) {
+        let mut bytes = zeroize::Zeroizing::new([0u8; SECRET_BYTES]);
+        self.rng.fill_bytes(bytes.as_mut());
+        let mut plain = String::with_capacity(REFRESH_TOKEN_LEN);
+        plain.push_str(SecretKind::RefreshToken.prefix());
+        plain.push_str(handle);
+        URL_SAFE_NO_PAD.encode_string(bytes.as_ref(), &mut plain);
+        let hash = SecretHash::of(&plain);
+        (plain, hash)
     }
 
     /// A non-secret identifier with a readable prefix (`dev_…`, `job_…`), 96 random bits.
@@ -152,7 +246,9 @@ mod tests {
         assert_eq!(a.len(), 4 + 43);
         assert_ne!(a, b);
         assert_eq!(ha, SecretHash::of(&a));
-        assert_eq!(ha.as_str().len(), 64);
+        assert_eq!(ha.to_hex().len(), 64);
+        assert_eq!(SecretHash::from_hex(&ha.to_hex()), Some(ha));
+        assert_eq!(serde_json::to_string(&ha).unwrap(), format!("\"{ha}\""));
         assert!(!format!("{ha:?}").contains(&a));
     }
 
@@ -163,13 +259,31 @@ mod tests {
         let mut counts = [0usize; 20];
         for _ in 0..2000 {
             let c = m.user_code();
-            assert!(crate::user_code::is_wire_form(&c), "{c}");
-            for ch in c.bytes() {
+            assert!(crate::user_code::is_wire_form(c.as_str()), "{c}");
+            for ch in c.as_str().bytes() {
                 counts[crate::user_code::ALPHABET.iter().position(|a| *a == ch).unwrap()] += 1;
             }
         }
         // 16000 letters over 20 symbols: 800 expected each; a biased draw would be far off.
         assert!(counts.iter().all(|c| (650..950).contains(c)), "{counts:?}");
+    }
+
+    /// Refresh tokens: 256 fresh bits each, behind the family's handle (docs/protocol.md C12).
+    #[test]
+    fn refresh_tokens_carry_their_family_handle() {
+        let mut m = minter();
+        let handle = m.family_handle();
+        assert_eq!(handle.len(), 20);
+        let (a, ha) = m.refresh_token(&handle);
+        let (b, _) = m.refresh_token(&handle);
+        assert_eq!(a.len(), REFRESH_TOKEN_LEN);
+        assert_ne!(a, b);
+        assert_eq!(ha, SecretHash::of(&a));
+        assert_eq!(family_handle_of(&a), Some(handle.as_str()));
+        assert_eq!(family_handle_of(&b), Some(handle.as_str()));
+        assert_eq!(family_handle_of("rrt_short"), None);
+        assert_eq!(family_handle_of(&a.replace("rrt_", "rat_")), None);
+        assert_eq!(family_handle_of(&format!("{}!", &a[..a.len() - 1])), None);
     }
 
     #[test]

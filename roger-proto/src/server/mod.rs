@@ -32,6 +32,10 @@ use model::*;
 use settings::TenantSettings;
 
 /// Everything the server keeps, as tables of records keyed by id or by secret hash.
+///
+/// The four tables that grow with the fleet (devices, device codes, access tokens, refresh families) hold their
+/// records boxed: a B-tree node then moves and over-allocates 8-byte pointers instead of 200–300-byte records,
+/// which halves what a record costs in node slack (`benches/tests/server_memory.rs` prints the breakdown).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     /// Tenants by id.
@@ -39,13 +43,13 @@ pub struct State {
     /// Users by id.
     pub users: BTreeMap<String, User>,
     /// Devices by id.
-    pub devices: BTreeMap<String, Device>,
+    pub devices: BTreeMap<Name, Box<Device>>,
     /// Device codes by hash.
-    pub codes: BTreeMap<SecretHash, DeviceCodeRecord>,
+    pub codes: BTreeMap<SecretHash, Box<DeviceCodeRecord>>,
     /// Access tokens by hash.
-    pub access: BTreeMap<SecretHash, AccessRecord>,
+    pub access: BTreeMap<SecretHash, Box<AccessRecord>>,
     /// Refresh families by id.
-    pub families: BTreeMap<String, RefreshFamily>,
+    pub families: BTreeMap<Name, Box<RefreshFamily>>,
     /// Authorization codes by hash.
     pub auth_codes: BTreeMap<SecretHash, AuthCodeRecord>,
     /// Jobs by id.
@@ -115,14 +119,36 @@ impl Table {
 }
 
 /// One journalled mutation: the new JSON of a record, or its deletion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// The table.
     pub table: Table,
-    /// The record's key (id or secret hash).
+    /// The record's key (id, or secret hash as 64 hex digits).
     pub key: String,
-    /// The new record, or `None` for a deletion.
-    pub value: Option<serde_json::Value>,
+    /// The record's JSON text as it stands after the request, or `None` for a deletion.
+    pub value: Option<String>,
+}
+
+/// The key of a record the current request touched (the journal keeps keys; values are read at commit time).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Dirty {
+    Id(Table, String),
+    Hash(Table, SecretHash),
+}
+
+impl Dirty {
+    fn table(&self) -> Table {
+        match self {
+            Dirty::Id(t, _) | Dirty::Hash(t, _) => *t,
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            Dirty::Id(_, k) => k.clone(),
+            Dirty::Hash(_, h) => h.to_hex(),
+        }
+    }
 }
 
 /// An OAuth endpoint's refusal (RFC 6749 §5.2, RFC 8628 §3.5, RFC 7009 §2.2.1, PROTOCOL.md §7).
@@ -303,8 +329,13 @@ pub(crate) struct RateLimits {
 }
 
 impl RateLimits {
+    /// The longest window any limit may use (the per-code approval window of RFC 8628 §5.1 is this long; the
+    /// device, tenant and per-user windows are shorter).
+    pub(crate) const MAX_WINDOW_SECS: i64 = 600;
+
     /// Counts an event under `key` and returns how many happened within `window_secs` (this one included).
     pub(crate) fn hit(&mut self, key: String, now: OffsetDateTime, window_secs: i64) -> usize {
+        debug_assert!(window_secs <= Self::MAX_WINDOW_SECS, "prune would forget events still in the window");
         let v = self.hits.entry(key).or_default();
         v.retain(|t| (now - *t).whole_seconds() < window_secs);
         v.push(now);
@@ -319,6 +350,15 @@ impl RateLimits {
                 v.len()
             }
             None => 0,
+        }
+    }
+
+    /// Forgets keys whose events all left their window (a key's window is at most [`RateLimits::MAX_WINDOW_SECS`]),
+    /// so counters for codes and devices that are gone do not pile up.
+    pub(crate) fn prune(&mut self, now: OffsetDateTime) {
+        self.hits.retain(|_, v| v.last().is_some_and(|t| (now - *t).whole_seconds() < Self::MAX_WINDOW_SECS));
+        if self.hits.capacity() > 64 && self.hits.len() < self.hits.capacity() / 4 {
+            self.hits.shrink_to_fit();
         }
     }
 
@@ -344,12 +384,12 @@ pub struct ServerCore {
     pub(crate) state: State,
     pub(crate) defaults: TenantSettings,
     /// Derived: user code → device-code hash.
-    pub(crate) user_codes: HashMap<String, SecretHash>,
-    /// Derived: refresh-token hash → family id (current, previous and retired tokens).
-    pub(crate) refresh_index: HashMap<SecretHash, String>,
+    pub(crate) user_codes: HashMap<WireUserCode, SecretHash>,
+    /// Derived: hash of a family handle → family id (every refresh token of a family carries its handle).
+    pub(crate) refresh_index: HashMap<SecretHash, Name>,
     pub(crate) limits: RateLimits,
     pub(crate) dummy_hash: passwords::DummyHashes,
-    journal: Vec<Change>,
+    journal: Vec<Dirty>,
     outbox: Vec<PushEnvelope>,
 }
 
@@ -379,18 +419,8 @@ impl ServerCore {
     }
 
     fn reindex(&mut self) {
-        self.user_codes =
-            self.state.codes.iter().map(|(h, c)| (c.user_code.clone(), h.clone())).collect::<HashMap<_, _>>();
-        self.refresh_index.clear();
-        for f in self.state.families.values() {
-            self.refresh_index.insert(f.current.clone(), f.id.clone());
-            if let Some(p) = &f.previous {
-                self.refresh_index.insert(p.clone(), f.id.clone());
-            }
-            for r in &f.retired {
-                self.refresh_index.insert(r.clone(), f.id.clone());
-            }
-        }
+        self.user_codes = self.state.codes.iter().map(|(h, c)| (c.user_code, *h)).collect();
+        self.refresh_index = self.state.families.values().map(|f| (f.handle, f.id.clone())).collect();
     }
 
     /// The API origin.
@@ -420,9 +450,76 @@ impl ServerCore {
         }
     }
 
-    /// The mutations since the last call, to commit before answering.
+    /// The mutations since the last call, to commit before answering: one [`Change`] per touched record (in the
+    /// order each was first touched), with the record's JSON as it stands now, or `None` if it is gone.
     pub fn take_changes(&mut self) -> Vec<Change> {
-        std::mem::take(&mut self.journal)
+        let dirty = self.take_dirty();
+        dirty
+            .into_iter()
+            .map(|d| {
+                let value = self.record_json(&d);
+                Change { table: d.table(), key: d.key(), value }
+            })
+            .collect()
+    }
+
+    /// Drops the journal without serialising a record (for a front end that keeps no durable state, such as the
+    /// in-memory simulator) and returns the keys of the records of `table` that the requests since the last call
+    /// touched and that still exist (the simulator declares the push queues of new devices from them).
+    pub fn take_changed_keys(&mut self, table: Table) -> Vec<String> {
+        let dirty = std::mem::take(&mut self.journal);
+        let mut keys: Vec<String> =
+            dirty.iter().filter(|d| d.table() == table && self.record_exists(d)).map(Dirty::key).collect();
+        keys.dedup();
+        keys
+    }
+
+    /// The journal, each key once (first-touched order).
+    fn take_dirty(&mut self) -> Vec<Dirty> {
+        let mut dirty = std::mem::take(&mut self.journal);
+        if dirty.len() > 1 {
+            let mut seen = std::collections::HashSet::with_capacity(dirty.len());
+            dirty.retain(|d| seen.insert(d.clone()));
+        }
+        dirty
+    }
+
+    fn record_exists(&self, d: &Dirty) -> bool {
+        let s = &self.state;
+        match d {
+            Dirty::Id(Table::Tenants, k) => s.tenants.contains_key(k),
+            Dirty::Id(Table::Users, k) => s.users.contains_key(k),
+            Dirty::Id(Table::Devices, k) => s.devices.contains_key(k.as_str()),
+            Dirty::Id(Table::Families, k) => s.families.contains_key(k.as_str()),
+            Dirty::Id(Table::Jobs, k) => s.jobs.contains_key(k),
+            Dirty::Id(Table::Scans, k) => s.scans.contains_key(k),
+            Dirty::Hash(Table::Codes, h) => s.codes.contains_key(h),
+            Dirty::Hash(Table::Access, h) => s.access.contains_key(h),
+            Dirty::Hash(Table::AuthCodes, h) => s.auth_codes.contains_key(h),
+            Dirty::Hash(Table::Tickets, h) => s.tickets.contains_key(h),
+            Dirty::Id(..) | Dirty::Hash(..) => false,
+        }
+    }
+
+    fn record_json(&self, d: &Dirty) -> Option<String> {
+        fn json<T: Serialize>(v: Option<&T>) -> Option<String> {
+            // The model's types serialise infallibly (string keys, no non-finite floats).
+            v.and_then(|v| serde_json::to_string(v).ok())
+        }
+        let s = &self.state;
+        match d {
+            Dirty::Id(Table::Tenants, k) => json(s.tenants.get(k)),
+            Dirty::Id(Table::Users, k) => json(s.users.get(k)),
+            Dirty::Id(Table::Devices, k) => json(s.devices.get(k.as_str())),
+            Dirty::Id(Table::Families, k) => json(s.families.get(k.as_str())),
+            Dirty::Id(Table::Jobs, k) => json(s.jobs.get(k)),
+            Dirty::Id(Table::Scans, k) => json(s.scans.get(k)),
+            Dirty::Hash(Table::Codes, h) => json(s.codes.get(h)),
+            Dirty::Hash(Table::Access, h) => json(s.access.get(h)),
+            Dirty::Hash(Table::AuthCodes, h) => json(s.auth_codes.get(h)),
+            Dirty::Hash(Table::Tickets, h) => json(s.tickets.get(h)),
+            Dirty::Id(..) | Dirty::Hash(..) => None,
+        }
     }
 
     /// The push messages since the last call (R-PUSH-1: ids only).
@@ -442,92 +539,103 @@ impl ServerCore {
         }
     }
 
-    fn journal<T: Serialize>(&mut self, table: Table, key: &str, value: Option<&T>) {
-        let value = value.and_then(|v| serde_json::to_value(v).ok());
-        self.journal.push(Change { table, key: key.to_owned(), value });
+    fn touch(&mut self, table: Table, key: &str) {
+        self.journal.push(Dirty::Id(table, key.to_owned()));
+    }
+
+    fn touch_hash(&mut self, table: Table, hash: SecretHash) {
+        self.journal.push(Dirty::Hash(table, hash));
     }
 
     /// Inserts or replaces a tenant.
     pub fn put_tenant(&mut self, t: Tenant) {
-        self.journal(Table::Tenants, &t.id, Some(&t));
+        self.touch(Table::Tenants, &t.id);
         self.state.tenants.insert(t.id.clone(), t);
     }
 
     /// Inserts or replaces a user.
     pub fn put_user(&mut self, u: User) {
-        self.journal(Table::Users, &u.id, Some(&u));
+        self.touch(Table::Users, &u.id);
         self.state.users.insert(u.id.clone(), u);
     }
 
     pub(crate) fn delete_user(&mut self, id: &str) {
         if self.state.users.remove(id).is_some() {
-            self.journal::<User>(Table::Users, id, None);
+            self.touch(Table::Users, id);
         }
     }
 
     pub(crate) fn put_device(&mut self, d: Device) {
-        self.journal(Table::Devices, &d.id, Some(&d));
-        self.state.devices.insert(d.id.clone(), d);
+        self.touch(Table::Devices, &d.id);
+        self.state.devices.insert(d.id.clone(), Box::new(d));
     }
 
     pub(crate) fn delete_device(&mut self, id: &str) {
-        self.journal::<Device>(Table::Devices, id, None);
-        self.state.devices.remove(id);
+        if self.state.devices.remove(id).is_some() {
+            self.touch(Table::Devices, id);
+        }
     }
 
     pub(crate) fn put_code(&mut self, c: DeviceCodeRecord) {
-        self.journal(Table::Codes, c.hash.as_str(), Some(&c));
-        self.user_codes.insert(c.user_code.clone(), c.hash.clone());
-        self.state.codes.insert(c.hash.clone(), c);
+        self.touch_hash(Table::Codes, c.hash);
+        self.user_codes.insert(c.user_code, c.hash);
+        self.state.codes.insert(c.hash, Box::new(c));
+    }
+
+    /// Marks a device code changed in place (through `state.codes.get_mut`).
+    pub(crate) fn touched_code(&mut self, hash: SecretHash) {
+        self.touch_hash(Table::Codes, hash);
     }
 
     pub(crate) fn delete_code(&mut self, hash: &SecretHash) {
         if let Some(c) = self.state.codes.remove(hash) {
             self.user_codes.remove(&c.user_code);
-            self.journal::<DeviceCodeRecord>(Table::Codes, hash.as_str(), None);
+            self.touch_hash(Table::Codes, *hash);
         }
     }
 
     pub(crate) fn put_access(&mut self, a: AccessRecord) {
-        self.journal(Table::Access, a.hash.as_str(), Some(&a));
-        self.state.access.insert(a.hash.clone(), a);
+        self.touch_hash(Table::Access, a.hash);
+        self.state.access.insert(a.hash, Box::new(a));
     }
 
     pub(crate) fn delete_access(&mut self, hash: &SecretHash) {
         if self.state.access.remove(hash).is_some() {
-            self.journal::<AccessRecord>(Table::Access, hash.as_str(), None);
+            self.touch_hash(Table::Access, *hash);
         }
     }
 
     pub(crate) fn put_family(&mut self, f: RefreshFamily) {
-        self.journal(Table::Families, &f.id, Some(&f));
-        // Every hash of a family enters the index when it becomes `current`, and a rotation only ever moves
-        // hashes from `current` to `previous` to `retired`: indexing the newest one is enough (and keeps a refresh
-        // from re-inserting the whole history).
-        self.refresh_index.insert(f.current.clone(), f.id.clone());
-        self.state.families.insert(f.id.clone(), f);
+        self.touch(Table::Families, &f.id);
+        self.refresh_index.insert(f.handle, f.id.clone());
+        self.state.families.insert(f.id.clone(), Box::new(f));
+    }
+
+    /// Marks a refresh family changed in place (through `state.families.get_mut`).
+    pub(crate) fn touched_family(&mut self, id: &str) {
+        self.touch(Table::Families, id);
     }
 
     pub(crate) fn delete_family(&mut self, id: &str) {
-        if self.state.families.remove(id).is_some() {
-            self.refresh_index.retain(|_, fam| fam != id);
-            self.journal::<RefreshFamily>(Table::Families, id, None);
+        if let Some(f) = self.state.families.remove(id) {
+            self.refresh_index.remove(&f.handle);
+            self.touch(Table::Families, id);
         }
     }
 
     pub(crate) fn put_auth_code(&mut self, a: AuthCodeRecord) {
-        self.journal(Table::AuthCodes, a.hash.as_str(), Some(&a));
-        self.state.auth_codes.insert(a.hash.clone(), a);
+        self.touch_hash(Table::AuthCodes, a.hash);
+        self.state.auth_codes.insert(a.hash, a);
     }
 
     pub(crate) fn delete_auth_code(&mut self, hash: &SecretHash) {
         if self.state.auth_codes.remove(hash).is_some() {
-            self.journal::<AuthCodeRecord>(Table::AuthCodes, hash.as_str(), None);
+            self.touch_hash(Table::AuthCodes, *hash);
         }
     }
 
     pub(crate) fn put_job(&mut self, j: JobRecord) {
-        self.journal(Table::Jobs, &j.id, Some(&j));
+        self.touch(Table::Jobs, &j.id);
         self.state.jobs.insert(j.id.clone(), j);
     }
 
@@ -539,47 +647,42 @@ impl ServerCore {
 
     pub(crate) fn delete_job(&mut self, id: &str) {
         if self.state.jobs.remove(id).is_some() {
-            self.journal::<JobRecord>(Table::Jobs, id, None);
+            self.touch(Table::Jobs, id);
         }
     }
 
     pub(crate) fn put_ticket(&mut self, t: TicketRecord) {
-        self.journal(Table::Tickets, t.hash.as_str(), Some(&t));
-        self.state.tickets.insert(t.hash.clone(), t);
+        self.touch_hash(Table::Tickets, t.hash);
+        self.state.tickets.insert(t.hash, t);
     }
 
     pub(crate) fn delete_ticket(&mut self, hash: &SecretHash) {
         if self.state.tickets.remove(hash).is_some() {
-            self.journal::<TicketRecord>(Table::Tickets, hash.as_str(), None);
+            self.touch_hash(Table::Tickets, *hash);
         }
     }
 
     pub(crate) fn put_scan(&mut self, s: ScanRecord) {
-        self.journal(Table::Scans, &s.id, Some(&s));
+        self.touch(Table::Scans, &s.id);
         self.state.scans.insert(s.id.clone(), s);
     }
 
     pub(crate) fn delete_scan(&mut self, id: &str) {
         if self.state.scans.remove(id).is_some() {
-            self.journal::<ScanRecord>(Table::Scans, id, None);
+            self.touch(Table::Scans, id);
         }
     }
 
     /// Revokes a refresh family and every access token minted from it (RFC 7009 §2.1, RFC 9700 §4.14.2).
     pub(crate) fn revoke_family(&mut self, family_id: &str) {
-        if let Some(mut f) = self.state.families.get(family_id).cloned() {
+        if let Some(f) = self.state.families.get_mut(family_id) {
             if !f.revoked {
                 f.revoked = true;
-                self.put_family(f);
+                self.touched_family(family_id);
             }
         }
-        let tokens: Vec<SecretHash> = self
-            .state
-            .access
-            .iter()
-            .filter(|(_, a)| a.family.as_deref() == Some(family_id))
-            .map(|(h, _)| h.clone())
-            .collect();
+        let tokens: Vec<SecretHash> =
+            self.state.access.iter().filter(|(_, a)| a.family.as_deref() == Some(family_id)).map(|(h, _)| *h).collect();
         for h in tokens {
             self.delete_access(&h);
         }
@@ -587,13 +690,13 @@ impl ServerCore {
 
     /// Revokes every token whose subject matches `pred` (device removal, session end, erasure).
     pub(crate) fn revoke_where(&mut self, pred: impl Fn(&Subject) -> bool) {
-        let families: Vec<String> =
+        let families: Vec<Name> =
             self.state.families.values().filter(|f| !f.revoked && pred(&f.subject)).map(|f| f.id.clone()).collect();
         for f in families {
             self.revoke_family(&f);
         }
         let tokens: Vec<SecretHash> =
-            self.state.access.iter().filter(|(_, a)| pred(&a.subject)).map(|(h, _)| h.clone()).collect();
+            self.state.access.iter().filter(|(_, a)| pred(&a.subject)).map(|(h, _)| *h).collect();
         for h in tokens {
             self.delete_access(&h);
         }
@@ -609,30 +712,30 @@ impl ServerCore {
             .iter()
             .filter(|(_, c)| match &c.state {
                 // R-DEV-1: a redeemed code answers repeats for 30 s after its first success.
-                CodeState::Redeemed { at, .. } => {
-                    c.expires <= now && (now - *at).whole_seconds() > settings::DEVICE_CODE_GRACE_SECS
+                CodeState::Redeemed(r) => {
+                    c.expires <= now && (now - r.at).whole_seconds() > settings::DEVICE_CODE_GRACE_SECS
                 }
                 // RFC 8628 §3.5: a late poll of an expired code gets `expired_token` (the client fetches a new
                 // code), not `invalid_grant` (the client gives up), so expired codes are remembered for a while.
                 _ => (now - c.expires).whole_seconds() >= EXPIRED_CODE_MEMORY_SECS,
             })
-            .map(|(h, _)| h.clone())
+            .map(|(h, _)| *h)
             .collect();
         for h in codes {
             self.delete_code(&h);
         }
         let access: Vec<SecretHash> =
-            self.state.access.iter().filter(|(_, a)| a.expires <= now).map(|(h, _)| h.clone()).collect();
+            self.state.access.iter().filter(|(_, a)| a.expires <= now).map(|(h, _)| *h).collect();
         for h in access {
             self.delete_access(&h);
         }
         let auth: Vec<SecretHash> =
-            self.state.auth_codes.iter().filter(|(_, a)| a.expires <= now && !a.used).map(|(h, _)| h.clone()).collect();
+            self.state.auth_codes.iter().filter(|(_, a)| a.expires <= now && !a.used).map(|(h, _)| *h).collect();
         for h in auth {
             self.delete_auth_code(&h);
         }
         let tickets: Vec<SecretHash> =
-            self.state.tickets.iter().filter(|(_, t)| t.expires <= now).map(|(h, _)| h.clone()).collect();
+            self.state.tickets.iter().filter(|(_, t)| t.expires <= now).map(|(h, _)| *h).collect();
         for h in tickets {
             self.delete_ticket(&h);
         }
@@ -645,6 +748,11 @@ impl ServerCore {
             .collect();
         for id in jobs {
             self.delete_job(&id);
+        }
+        self.limits.prune(now);
+        // A hash map keeps its capacity when emptied; after a wave of codes has gone, give the memory back.
+        if self.user_codes.capacity() > 64 && self.user_codes.len() < self.user_codes.capacity() / 4 {
+            self.user_codes.shrink_to_fit();
         }
     }
 }

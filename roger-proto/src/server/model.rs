@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::mint::SecretHash;
+
+/// A short string (an id, a tenant, a client id, a scope) stored inline when it has at most 24 bytes, as every id
+/// the server mints does: the records that grow with the fleet (devices, refresh families, access tokens) then hold
+/// no heap string of their own. Serialised as a plain string.
+pub type Name = compact_str::CompactString;
 use super::settings::TenantSettings;
 
 /// A tenant.
@@ -58,17 +63,17 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     /// `device_id`.
-    pub id: String,
+    pub id: Name,
     /// Tenant.
-    pub tenant: String,
+    pub tenant: Name,
     /// `emb-<vendor>`.
-    pub client_id: String,
+    pub client_id: Name,
     /// Model (technical record, R-DATA-2).
-    pub model: Option<String>,
+    pub model: Option<Name>,
     /// Serial (technical record).
-    pub serial: Option<String>,
+    pub serial: Option<Name>,
     /// The job endpoint for desktop hand-over (PROTOCOL.md §9).
-    pub job_url: Option<String>,
+    pub job_url: Option<Name>,
     /// Registered at.
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
@@ -99,20 +104,25 @@ pub enum CodeState {
     },
     /// Denied.
     Denied,
-    /// Redeemed (R-DEV-1: a repeat within 30 s re-mints for the same subject and revokes the first pair).
-    Redeemed {
-        /// When it was first redeemed (the R-DEV-1 window starts here; a re-mint keeps it).
-        #[serde(with = "time::serde::rfc3339")]
-        at: OffsetDateTime,
-        /// The approving user (kept for the re-mint).
-        user: String,
-        /// The device created by a registration.
-        device_id: Option<String>,
-        /// The access token handed out (revoked on a lost-answer re-mint).
-        access: SecretHash,
-        /// The refresh family handed out, if any.
-        family: Option<String>,
-    },
+    /// Redeemed (R-DEV-1: a repeat within 30 s re-mints for the same subject and revokes the first pair). Boxed:
+    /// only redeemed codes pay for it, and a pending code stays small.
+    Redeemed(Box<Redemption>),
+}
+
+/// What a redeemed device code remembers for R-DEV-1 (serialised inside [`CodeState::Redeemed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redemption {
+    /// When it was first redeemed (the R-DEV-1 window starts here; a re-mint keeps it).
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The approving user (kept for the re-mint).
+    pub user: String,
+    /// The device created by a registration.
+    pub device_id: Option<String>,
+    /// The access token handed out (revoked on a lost-answer re-mint).
+    pub access: SecretHash,
+    /// The refresh family handed out, if any.
+    pub family: Option<String>,
 }
 
 /// A device authorization record (RFC 8628 §3.2), looked up by the hash of its device code and by user code.
@@ -122,23 +132,23 @@ pub struct DeviceCodeRecord {
     pub hash: SecretHash,
     /// The user code (wire form). A user code is short-lived and low-entropy by design (RFC 8628 §5.1); it is kept
     /// in the clear so a typed code can be found, and rate limits protect it.
-    pub user_code: String,
+    pub user_code: WireUserCode,
     /// What approving it does.
     pub kind: CodeKind,
     /// The requesting client.
-    pub client_id: String,
+    pub client_id: Name,
     /// Requested scope.
-    pub scope: String,
+    pub scope: Name,
     /// For session codes: the requesting device. For registrations: none until redeemed.
-    pub device_id: Option<String>,
+    pub device_id: Option<Name>,
     /// For session codes: the device's tenant (the approver must belong to it).
-    pub tenant: Option<String>,
+    pub tenant: Option<Name>,
     /// Registration: model.
-    pub model: Option<String>,
+    pub model: Option<Name>,
     /// Registration: serial.
-    pub serial: Option<String>,
+    pub serial: Option<Name>,
     /// Non-secret handle for push and logs.
-    pub request_id: String,
+    pub request_id: Name,
     /// Issued at.
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
@@ -154,6 +164,53 @@ pub struct DeviceCodeRecord {
     pub state: CodeState,
 }
 
+/// A user code in wire form (8 letters of [`crate::user_code::ALPHABET`], RFC 8628 §6.1), stored inline: a device
+/// code's record and the user-code index hold it without a heap allocation. Serialised as its 8 letters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WireUserCode([u8; crate::user_code::LENGTH]);
+
+impl WireUserCode {
+    /// `code` if it is in wire form ([`crate::user_code::is_wire_form`]).
+    pub fn new(code: &str) -> Option<Self> {
+        crate::user_code::is_wire_form(code).then(|| {
+            let mut b = [0u8; crate::user_code::LENGTH];
+            b.copy_from_slice(code.as_bytes());
+            Self(b)
+        })
+    }
+
+    /// The 8 letters.
+    pub fn as_str(&self) -> &str {
+        // Only alphabet letters (ASCII) get in through `new`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for WireUserCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WireUserCode({})", self.as_str())
+    }
+}
+
+impl std::fmt::Display for WireUserCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for WireUserCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for WireUserCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::new(&s).ok_or_else(|| serde::de::Error::custom("expected a user code: 8 letters of BCDFGHJKLMNPQRSTVWXZ"))
+    }
+}
+
 /// Whom a token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -161,14 +218,14 @@ pub enum Subject {
     /// A registered printer (`roger.device`).
     Device {
         /// The device id.
-        device_id: String,
+        device_id: Name,
     },
     /// A user: at a printer (`device_id` set, step 1/2 tokens) or in an app.
     User {
         /// The user id.
-        user_id: String,
+        user_id: Name,
         /// The printer the session runs at (MFP user tokens).
-        device_id: Option<String>,
+        device_id: Option<Name>,
     },
 }
 
@@ -178,33 +235,38 @@ pub struct AccessRecord {
     /// SHA-256 of the token.
     pub hash: SecretHash,
     /// The client it was issued to.
-    pub client_id: String,
+    pub client_id: Name,
     /// Tenant.
-    pub tenant: String,
+    pub tenant: Name,
     /// Subject.
     pub subject: Subject,
     /// Granted scope.
-    pub scope: String,
+    pub scope: Name,
     /// Expiry.
     #[serde(with = "time::serde::rfc3339")]
     pub expires: OffsetDateTime,
     /// The refresh family it came from (revoked with it, RFC 7009 §2.1).
-    pub family: Option<String>,
+    pub family: Option<Name>,
 }
 
 /// A refresh-token family: one chain of rotations (R-TOK-2, R-TOK-3, RFC 9700 §4.14.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshFamily {
     /// Family id.
-    pub id: String,
+    pub id: Name,
     /// The client.
-    pub client_id: String,
+    pub client_id: Name,
     /// Tenant.
-    pub tenant: String,
+    pub tenant: Name,
     /// Subject.
     pub subject: Subject,
     /// Scope.
-    pub scope: String,
+    pub scope: Name,
+    /// SHA-256 of the family handle: the part every refresh token of the family starts with
+    /// ([`Minter::refresh_token`](super::mint::Minter::refresh_token)). A presented token finds its family through
+    /// it, so reuse of any older token of the family is detected (RFC 9700 §4.14.2) without keeping the hashes of
+    /// every token the family ever had.
+    pub handle: SecretHash,
     /// Hash of the current (newest) refresh token.
     pub current: SecretHash,
     /// Hash of the previous token, redeemable (for a lost answer) until `current` is first used, 24 h at most
@@ -214,8 +276,6 @@ pub struct RefreshFamily {
     /// When `previous` was rotated out.
     #[serde(with = "time::serde::rfc3339::option")]
     pub previous_until: Option<OffsetDateTime>,
-    /// Every older token of the family, for reuse detection.
-    pub retired: Vec<SecretHash>,
     /// Sliding expiry: each successful refresh moves it to now + 90 days (R-TOK-4).
     #[serde(with = "time::serde::rfc3339")]
     pub expires: OffsetDateTime,

@@ -5,7 +5,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use super::mint::{SecretHash, SecretKind};
+use super::mint::{family_handle_of, SecretHash, SecretKind};
 use super::model::*;
 use super::settings::{TenantSettings, DEVICE_CODE_GRACE_SECS, PREVIOUS_REFRESH_GRACE_SECS};
 use super::{ApiFailure, OAuthFailure, Principal, ServerCore};
@@ -85,7 +85,7 @@ impl ServerCore {
     // -------------------------------------------------------------------------------------------------------------
 
     fn live_access(&self, now: OffsetDateTime, token: &str) -> Option<&AccessRecord> {
-        self.state.access.get(&SecretHash::of(token)).filter(|a| a.expires > now)
+        self.state.access.get(&SecretHash::of(token)).map(|a| &**a).filter(|a| a.expires > now)
     }
 
     /// PROTOCOL.md §7: `Authorization: Bearer <roger.device token>` and `client_id` equal to the client the device
@@ -112,7 +112,11 @@ impl ServerCore {
         if a.client_id != client {
             return Err(OAuthFailure::device_auth("client_id does not match the device's client"));
         }
-        self.state.devices.get(device_id).cloned().ok_or_else(|| OAuthFailure::device_auth("the device was removed"))
+        self.state
+            .devices
+            .get(device_id)
+            .map(|d| (**d).clone())
+            .ok_or_else(|| OAuthFailure::device_auth("the device was removed"))
     }
 
     /// RFC 6750: authenticates an API call from its `Authorization` header value.
@@ -126,12 +130,12 @@ impl ServerCore {
             }
         }
         Ok(Principal {
-            token: a.hash.clone(),
-            client_id: a.client_id.clone(),
-            tenant: a.tenant.clone(),
+            token: a.hash,
+            client_id: a.client_id.to_string(),
+            tenant: a.tenant.to_string(),
             subject: a.subject.clone(),
-            scope: a.scope.clone(),
-            family: a.family.clone(),
+            scope: a.scope.to_string(),
+            family: a.family.clone().map(Into::into),
         })
     }
 
@@ -157,7 +161,7 @@ impl ServerCore {
             subject,
             scope: scope.into(),
             expires: now + secs(lifetime),
-            family,
+            family: family.map(Into::into),
         });
         (AccessToken::new(plain), lifetime)
     }
@@ -170,19 +174,20 @@ impl ServerCore {
         subject: Subject,
         scope: &str,
     ) -> (RefreshToken, String) {
-        let (plain, hash) = self.minter.secret(SecretKind::RefreshToken);
+        let handle = self.minter.family_handle();
+        let (plain, hash) = self.minter.refresh_token(&handle);
         let id = self.minter.id("fam");
         let lifetime = self.settings(tenant).refresh_token_secs;
         self.put_family(RefreshFamily {
-            id: id.clone(),
+            id: Name::from(id.as_str()),
             client_id: client.into(),
             tenant: tenant.into(),
             subject,
             scope: scope.into(),
+            handle: SecretHash::of(&handle),
             current: hash,
             previous: None,
             previous_until: None,
-            retired: Vec::new(),
             expires: now + secs(lifetime),
             revoked: false,
         });
@@ -210,7 +215,7 @@ impl ServerCore {
             expires_in: Some(lifetime),
             refresh_token,
             scope: Some(scope.into()),
-            device_id,
+            device_id: device_id.map(Into::into),
             tenant_id: Some(tenant.into()),
             user,
         }
@@ -317,22 +322,30 @@ impl ServerCore {
         let interval = interval.max(1);
         self.put_code(DeviceCodeRecord {
             hash,
-            user_code: user_code.clone(),
+            user_code,
             kind: code_kind,
-            client_id: req.client_id.clone(),
-            scope: req.scope.clone(),
+            client_id: Name::from(req.client_id.as_str()),
+            scope: Name::from(req.scope.as_str()),
             device_id: device.as_ref().map(|d| d.id.clone()),
             tenant: device.as_ref().map(|d| d.tenant.clone()),
-            model: req.device_model.clone().or_else(|| device.as_ref().and_then(|d| d.model.clone())),
-            serial: req.device_serial.clone().or_else(|| device.as_ref().and_then(|d| d.serial.clone())),
-            request_id: request_id.clone(),
+            model: req
+                .device_model
+                .as_deref()
+                .map(Name::from)
+                .or_else(|| device.as_ref().and_then(|d| d.model.clone())),
+            serial: req
+                .device_serial
+                .as_deref()
+                .map(Name::from)
+                .or_else(|| device.as_ref().and_then(|d| d.serial.clone())),
+            request_id: Name::from(request_id.as_str()),
             created: now,
             expires: now + secs(lifetime),
             interval,
             last_poll: None,
             state: CodeState::Pending,
         });
-        let user_code = UserCode::new(user_code);
+        let user_code = UserCode::new(user_code.as_str().to_owned());
         Ok(DeviceAuthorizationResponse {
             device_code: DeviceCode::new(device_code),
             verification_uri: format!("{}{}", self.api, crate::qr::VERIFICATION_PATH),
@@ -389,7 +402,7 @@ impl ServerCore {
         authorization: Option<&str>,
     ) -> Result<TokenResponse, OAuthFailure> {
         let hash = SecretHash::of(device_code.secret());
-        let Some(mut rec) = self.state.codes.get(&hash).cloned() else {
+        let Some(rec) = self.state.codes.get(&hash) else {
             return Err(OAuthFailure::bad(E::InvalidGrant, "unknown device code"));
         };
         if rec.client_id != client {
@@ -401,46 +414,44 @@ impl ServerCore {
                 return Err(OAuthFailure::bad(E::InvalidGrant, "the device code belongs to another device"));
             }
         }
+        // Every poll counts, a re-sent one too: the record changes on each (in place; the journal names it).
+        self.touched_code(hash);
+        let Some(rec) = self.state.codes.get_mut(&hash) else {
+            return Err(OAuthFailure::bad(E::InvalidGrant, "unknown device code"));
+        };
         // PROTOCOL.md §5.4 / §12: a poll earlier than interval − 0.5 s after the previous poll of this code gets
-        // slow_down, and the code's interval grows by 5 s for good (RFC 8628 §3.5). Every poll counts, a
-        // re-sent one too.
+        // slow_down, and the code's interval grows by 5 s for good (RFC 8628 §3.5).
         let previous = rec.last_poll.replace(now);
         if let Some(prev) = previous {
             let gap = now - prev;
             let gap = std::time::Duration::from_millis(u64::try_from(gap.whole_milliseconds().max(0)).unwrap_or(0));
             if crate::timing::is_too_early(gap, std::time::Duration::from_secs(rec.interval)) {
                 rec.interval = rec.interval.saturating_add(5);
-                self.put_code(rec);
                 return Err(OAuthFailure::bad(E::SlowDown, "polling too fast; the interval grew by 5 seconds"));
             }
         }
-        match rec.state.clone() {
-            CodeState::Redeemed { at, user, device_id, access, family } => {
+        match &rec.state {
+            CodeState::Redeemed(r) => {
                 // R-DEV-1: a repeat within 30 s of the success (a lost answer) mints a fresh pair for the same
                 // subject and revokes the first pair; later repeats get invalid_grant.
-                if unix(now) - unix(at) > DEVICE_CODE_GRACE_SECS {
-                    self.put_code(rec);
+                if unix(now) - unix(r.at) > DEVICE_CODE_GRACE_SECS {
                     return Err(OAuthFailure::bad(E::InvalidGrant, "the device code was already used"));
                 }
-                self.delete_access(&access);
-                if let Some(f) = &family {
+                let (rec, r) = (rec.clone(), r.clone());
+                self.delete_access(&r.access);
+                if let Some(f) = &r.family {
                     self.revoke_family(f);
                 }
-                self.redeem(now, rec, &user, device_id)
+                self.redeem(now, *rec, &r.user, r.device_id)
             }
-            _ if now >= rec.expires => {
-                self.put_code(rec);
-                Err(OAuthFailure::bad(E::ExpiredToken, "the device code expired"))
+            _ if now >= rec.expires => Err(OAuthFailure::bad(E::ExpiredToken, "the device code expired")),
+            CodeState::Pending => Err(OAuthFailure::bad(E::AuthorizationPending, "waiting for the user")),
+            CodeState::Denied => Err(OAuthFailure::bad(E::AccessDenied, "the request was denied")),
+            CodeState::Approved { user } => {
+                let user = user.clone();
+                let rec = rec.clone();
+                self.redeem(now, *rec, &user, None)
             }
-            CodeState::Pending => {
-                self.put_code(rec);
-                Err(OAuthFailure::bad(E::AuthorizationPending, "waiting for the user"))
-            }
-            CodeState::Denied => {
-                self.put_code(rec);
-                Err(OAuthFailure::bad(E::AccessDenied, "the request was denied"))
-            }
-            CodeState::Approved { user } => self.redeem(now, rec, &user, None),
         }
     }
 
@@ -458,13 +469,13 @@ impl ServerCore {
         let (response, access_hash, family, device_id) = match rec.kind {
             CodeKind::Registration => {
                 let device_id = match existing_device {
-                    Some(d) if self.state.devices.contains_key(&d) => d,
+                    Some(d) if self.state.devices.contains_key(d.as_str()) => d,
                     _ => {
                         let id = self.minter.id("dev");
                         self.put_device(Device {
-                            id: id.clone(),
-                            tenant: user.tenant.clone(),
-                            client_id: rec.client_id.clone(),
+                            id: Name::from(id.as_str()),
+                            tenant: Name::from(user.tenant.as_str()),
+                            client_id: Name::from(rec.client_id.as_str()),
                             model: rec.model.clone(),
                             serial: rec.serial.clone(),
                             job_url: None,
@@ -473,27 +484,33 @@ impl ServerCore {
                         id
                     }
                 };
-                let subject = Subject::Device { device_id: device_id.clone() };
+                let subject = Subject::Device { device_id: Name::from(device_id.as_str()) };
                 let (resp, hash, fam) = self.issue(now, &rec.client_id, &user.tenant, subject, scope::DEVICE, true);
                 (resp, hash, fam, Some(device_id))
             }
             CodeKind::Session => {
-                let subject = Subject::User { user_id: user.id.clone(), device_id: rec.device_id.clone() };
+                let subject = Subject::User { user_id: Name::from(user.id.as_str()), device_id: rec.device_id.clone() };
                 let (resp, hash, fam) = self.issue(now, &rec.client_id, &user.tenant, subject, scope::RELEASE, false);
                 (resp, hash, fam, None)
             }
             CodeKind::Desktop => {
-                let subject = Subject::User { user_id: user.id.clone(), device_id: None };
+                let subject = Subject::User { user_id: Name::from(user.id.as_str()), device_id: None };
                 let (resp, hash, fam) = self.issue(now, &rec.client_id, &user.tenant, subject, scope::APP, true);
                 (resp, hash, fam, None)
             }
         };
         // R-DEV-1 counts 30 s from the first success: a re-mint keeps the original time.
-        let at = match rec.state {
-            CodeState::Redeemed { at, .. } => at,
+        let at = match &rec.state {
+            CodeState::Redeemed(r) => r.at,
             _ => now,
         };
-        rec.state = CodeState::Redeemed { at, user: user.id.clone(), device_id, access: access_hash, family };
+        rec.state = CodeState::Redeemed(Box::new(Redemption {
+            at,
+            user: user.id.clone(),
+            device_id,
+            access: access_hash,
+            family,
+        }));
         self.put_code(rec);
         Ok(response)
     }
@@ -507,11 +524,11 @@ impl ServerCore {
         requested_scope: Option<&str>,
         client: &str,
     ) -> Result<TokenResponse, OAuthFailure> {
-        let hash = SecretHash::of(token.secret());
         let dead = || OAuthFailure::bad(E::InvalidGrant, "the refresh token is invalid, expired or revoked");
-        let Some(mut fam) = self.refresh_index.get(&hash).and_then(|id| self.state.families.get(id)).cloned() else {
-            return Err(dead());
-        };
+        // The token names its family (docs/protocol.md C12); a token of no family is simply unknown.
+        let Some(handle) = family_handle_of(token.secret()) else { return Err(dead()) };
+        let Some(family_id) = self.refresh_index.get(&SecretHash::of(handle)) else { return Err(dead()) };
+        let Some(fam) = self.state.families.get(family_id) else { return Err(dead()) };
         if fam.client_id != client {
             return Err(OAuthFailure::bad(E::InvalidGrant, "the refresh token was issued to another client"));
         }
@@ -528,32 +545,38 @@ impl ServerCore {
                 return Err(OAuthFailure::bad(E::InvalidScope, "a refresh cannot widen the scope"));
             }
         }
-        let (new_plain, new_hash) = self.minter.secret(SecretKind::RefreshToken);
-        if hash == fam.current {
-            // Normal rotation: the presented token becomes `previous`, redeemable until its successor is first
-            // used (R-TOK-3); the one before it is retired for good.
-            if let Some(p) = fam.previous.take() {
-                fam.retired.push(p);
-            }
-            fam.previous = Some(hash);
-            fam.previous_until = Some(now + Duration::seconds(PREVIOUS_REFRESH_GRACE_SECS));
-            fam.current = new_hash;
-        } else if fam.previous.as_ref() == Some(&hash) && fam.previous_until.is_some_and(|u| now < u) {
-            // R-TOK-3 lost answer: the successor was never used; mint a fresh pair and retire the unused successor.
-            let unused = std::mem::replace(&mut fam.current, new_hash);
-            fam.retired.push(unused);
-        } else {
-            // Any other reuse of a retired token revokes the whole family (RFC 9700 §4.14.2).
+        let hash = SecretHash::of(token.secret());
+        let is_current = hash == fam.current;
+        let is_unused_predecessor =
+            fam.previous == Some(hash) && fam.previous_until.is_some_and(|u| now < u) && !is_current;
+        if !is_current && !is_unused_predecessor {
+            // Any other token of this family (an older one: only a holder of a family token knows its handle) is
+            // reuse, and revokes the whole family (RFC 9700 §4.14.2).
             let id = fam.id.clone();
             self.revoke_family(&id);
             return Err(OAuthFailure::bad(E::InvalidGrant, "refresh token reuse detected; the session was revoked"));
         }
-        // The access tokens of the family minted before this refresh stay valid until they expire.
-        fam.expires = now + secs(self.settings(&fam.tenant).refresh_token_secs);
+        let lifetime = secs(self.settings(&fam.tenant).refresh_token_secs);
+        let family_id = fam.id.clone();
+        let (new_plain, new_hash) = self.minter.refresh_token(handle);
+        self.touched_family(&family_id);
+        let Some(fam) = self.state.families.get_mut(&family_id) else { return Err(dead()) };
+        if is_current {
+            // Normal rotation: the presented token becomes `previous`, redeemable until its successor is first
+            // used (R-TOK-3); the one before it is dead for good (its reuse is detected through the handle).
+            fam.previous = Some(hash);
+            fam.previous_until = Some(now + Duration::seconds(PREVIOUS_REFRESH_GRACE_SECS));
+        }
+        // R-TOK-3 lost answer (the predecessor presented again, its successor never used): a fresh pair replaces the
+        // unused successor, which is dead from now on.
+        fam.current = new_hash;
+        // R-TOK-4: sliding expiry. The access tokens of the family minted before this refresh stay valid until they
+        // expire.
+        fam.expires = now + lifetime;
         let scope = requested_scope.unwrap_or(&fam.scope).to_owned();
-        let (subject, tenant, family_id) = (fam.subject.clone(), fam.tenant.clone(), fam.id.clone());
-        self.put_family(fam);
-        let (at, lifetime) = self.mint_access(now, client, &tenant, subject.clone(), &scope, Some(family_id));
+        let (subject, tenant) = (fam.subject.clone(), fam.tenant.clone());
+        let (at, lifetime) =
+            self.mint_access(now, client, &tenant, subject.clone(), &scope, Some(family_id.to_string()));
         Ok(self.token_response(at, lifetime, Some(RefreshToken::new(new_plain)), &scope, &tenant, &subject))
     }
 
@@ -600,7 +623,8 @@ impl ServerCore {
                 self.state.access.values().any(|a| {
                     a.expires > now
                         && scope::contains(&a.scope, scope::RELEASE)
-                        && a.subject == Subject::User { user_id: u.id.clone(), device_id: Some(device.id.clone()) }
+                        && a.subject
+                            == Subject::User { user_id: Name::from(u.id.as_str()), device_id: Some(device.id.clone()) }
                 })
             });
         let fail = || OAuthFailure::bad(E::InvalidGrant, "the user name, PIN or password is wrong");
@@ -619,7 +643,7 @@ impl ServerCore {
         }
         let user_id = user.id.clone();
         self.clear_login_failures(user);
-        let subject = Subject::User { user_id, device_id: Some(device.id.clone()) };
+        let subject = Subject::User { user_id: Name::from(user_id), device_id: Some(device.id.clone()) };
         Ok(self.issue(now, client, &device.tenant, subject, requested, false).0)
     }
 
@@ -651,7 +675,7 @@ impl ServerCore {
         if !crate::pkce::verify_s256(verifier, &rec.code_challenge) {
             return Err(bad("PKCE verification failed"));
         }
-        let subject = Subject::User { user_id: rec.user_id.clone(), device_id: None };
+        let subject = Subject::User { user_id: Name::from(rec.user_id.as_str()), device_id: None };
         let (resp, _, fam) = self.issue(now, client, &rec.tenant.clone(), subject, &rec.scope.clone(), true);
         rec.used = true;
         rec.family = fam;
@@ -759,7 +783,8 @@ impl ServerCore {
             }
             return Ok(());
         }
-        if let Some(fid) = self.refresh_index.get(&hash).cloned() {
+        let family = family_handle_of(req.token.secret()).and_then(|h| self.refresh_index.get(&SecretHash::of(h)));
+        if let Some(fid) = family.cloned() {
             if self.state.families.get(&fid).is_some_and(|f| owned(&f.client_id, &f.subject)) {
                 self.revoke_family(&fid);
             }
@@ -780,7 +805,8 @@ impl ServerCore {
         }
         let found = crate::user_code::normalize(raw)
             .ok()
-            .and_then(|c| self.user_codes.get(&c).cloned())
+            .and_then(|c| WireUserCode::new(&c))
+            .and_then(|c| self.user_codes.get(&c).copied())
             .and_then(|h| self.state.codes.get(&h).cloned())
             .filter(|c| c.expires > now && matches!(c.state, CodeState::Pending))
             // A session code of another tenant's printer does not exist for this user (no oracle).
@@ -792,7 +818,7 @@ impl ServerCore {
                 if per_code > 20 {
                     return Err(ApiFailure::rate_limited(60));
                 }
-                Ok(c)
+                Ok(*c)
             }
             None => {
                 self.limits.hit(key, now, 60);
@@ -825,8 +851,8 @@ impl ServerCore {
                 CodeKind::Desktop => WireCodeKind::Desktop,
             },
             vendor: c.client_id.strip_prefix(client_id::EMB_PREFIX).map(str::to_owned),
-            model: c.model.clone(),
-            serial: c.serial.clone(),
+            model: c.model.clone().map(Into::into),
+            serial: c.serial.clone().map(Into::into),
             expires: c.expires,
         })
     }
@@ -1199,7 +1225,7 @@ mod tests {
         let mut c = core();
         let a = register(&mut c);
         let b = register(&mut c);
-        let subject = Subject::User { user_id: "u-alice".into(), device_id: a.device_id.clone() };
+        let subject = Subject::User { user_id: "u-alice".into(), device_id: a.device_id.as_deref().map(Name::from) };
         let (user, _) = c.mint_access(at(10), "emb-acme", "acme", subject, scope::RELEASE, None);
         let bearer = |t: &TokenResponse| format!("Bearer {}", t.access_token.secret());
         let req = RevocationRequest::access(&user, "emb-acme");

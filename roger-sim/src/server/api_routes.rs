@@ -43,7 +43,7 @@ fn to_json<T: Serialize>(code: u16, v: &T) -> Result<Ok2, ApiFailure> {
 async fn call(
     s: Arc<Shared>,
     method: Method,
-    template: &str,
+    template: &'static str,
     headers: &HeaderMap,
     f: impl FnOnce(&mut ServerCore, OffsetDateTime, &Principal, &mut Drive) -> Result<Ok2, ApiFailure>,
 ) -> Response {

@@ -63,19 +63,26 @@ impl Shared {
         let now = self.now();
         let mut core = lock(&self.core);
         let result = f(&mut core, now);
-        let changes = core.take_changes();
         let push = core.take_push();
-        if !changes.is_empty() {
-            if let Err(e) = lock(&self.store).commit(&changes) {
+        let mut store = lock(&self.store);
+        // Devices created or updated by this request (their queues are declared below).
+        let devices: Vec<String> = if store.is_persistent() {
+            let changes = core.take_changes();
+            if let Err(e) = store.commit(&changes) {
                 tracing::error!("state commit failed: {e}");
                 return Err(problem(&ApiFailure::new(503, "unavailable", "State could not be saved; retry")));
             }
-        }
+            changes.into_iter().filter(|c| c.table == Table::Devices && c.value.is_some()).map(|c| c.key).collect()
+        } else {
+            // Nothing to write: the keys suffice, no record is serialised.
+            core.take_changed_keys(Table::Devices)
+        };
+        drop(store);
         drop(core);
         // PROTOCOL.md §11: the server declares each device's queue, so doorbells published before the printer
         // first subscribes wait for it instead of being dropped.
-        for c in changes.iter().filter(|c| c.table == Table::Devices && c.value.is_some()) {
-            if let Ok(id) = Id::new(c.key.clone()) {
+        for key in devices {
+            if let Ok(id) = Id::new(key) {
                 let bus = self.bus.clone();
                 tokio::spawn(async move {
                     if let Err(e) = bus.declare(QueueSpec::Device(id)).await {

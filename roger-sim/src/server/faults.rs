@@ -453,7 +453,7 @@ async fn rewrite_issuer(resp: Response, api: &str) -> Response {
 /// The log entry of an applied fault (after any entries of the processing it let through).
 fn fault_entry(s: &Shared, req: &axum::http::request::Parts, rule: &FaultRule, form: Option<&Form>) -> LogEntry {
     let path = if rule.route.contains('{') { rule.route.as_str() } else { req.uri.path() };
-    let mut e = entry(s, &req.method, path);
+    let mut e = entry(s, &req.method, path.to_owned());
     e.outcome = Some(format!("fault:{}", rule.fault.name()));
     e.authenticated = req.headers.contains_key(header::AUTHORIZATION);
     if let Some(f) = form {
@@ -464,7 +464,7 @@ fn fault_entry(s: &Shared, req: &axum::http::request::Parts, rule: &FaultRule, f
         if e.grant_type.as_deref() == Some(GRANT_DEVICE_CODE) {
             if let Some(code) = f.get("device_code") {
                 let hash = SecretHash::of(code);
-                e.code = Some(hash.as_str().chars().take(12).collect());
+                e.code = Some(hash.to_hex()[..12].to_owned());
                 s.read(|core, now| {
                     if let Some(rec) = core.state().codes.get(&hash) {
                         e.interval_s = Some(rec.interval);
@@ -484,10 +484,10 @@ fn rebuild(parts: &axum::http::request::Parts, body: &Bytes) -> Request {
 /// The middleware (`axum::middleware::from_fn_with_state` on the API router): applies the plan of
 /// `POST /sim/faults` to each request, as described in the module documentation.
 pub async fn inject(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    if !lock(&s.faults).targets(&path) {
+    if !lock(&s.faults).targets(req.uri().path()) {
         return next.run(req).await;
     }
+    let path = req.uri().path().to_owned();
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else { return too_large(&path) };
     let form =

@@ -2,6 +2,7 @@
 //! for device-code polls, the gap since the previous poll of the same code (PROTOCOL.md §12: intervals are measured
 //! between request arrivals). Secrets never enter it (R-SEC-1): codes appear only as a short hash prefix.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use serde::Serialize;
@@ -20,9 +21,9 @@ pub struct LogEntry {
     #[schemars(with = "roger_proto::schema::Rfc3339")]
     pub time: OffsetDateTime,
     /// HTTP method.
-    pub method: String,
-    /// Path without the query (queries can carry codes).
-    pub path: String,
+    pub method: Cow<'static, str>,
+    /// Path without the query (queries can carry codes); the route template for routes with ids in the path.
+    pub path: Cow<'static, str>,
     /// `grant_type` of a token request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant_type: Option<String>,

@@ -1,6 +1,7 @@
 //! Discovery, metadata, the OAuth endpoints (PROTOCOL.md §2–8), the app login form (§4), the verification page
 //! and the code approvals (§5.3).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -30,12 +31,20 @@ use super::respond::{
 
 type S = State<Arc<Shared>>;
 
-pub(crate) fn entry(s: &Shared, method: &Method, path: &str) -> LogEntry {
+/// A log entry for a request that arrives now (the route's own strings are borrowed, not copied).
+pub(crate) fn entry(s: &Shared, method: &Method, path: impl Into<Cow<'static, str>>) -> LogEntry {
+    let method = match *method {
+        Method::GET => Cow::Borrowed("GET"),
+        Method::POST => Cow::Borrowed("POST"),
+        Method::PUT => Cow::Borrowed("PUT"),
+        Method::DELETE => Cow::Borrowed("DELETE"),
+        ref other => Cow::Owned(other.to_string()),
+    };
     LogEntry {
         seq: 0,
         time: s.now(),
-        method: method.to_string(),
-        path: path.to_owned(),
+        method,
+        path: path.into(),
         grant_type: None,
         client_id: None,
         status: 200,
@@ -117,17 +126,22 @@ pub async fn token(State(s): S, headers: HeaderMap, body: Result<Bytes, BytesRej
             e.outcome = Some(oauth_code(&f));
             oauth_error(&f)
         })?;
-        if let TokenRequest::DeviceCode { device_code, .. } = &req {
-            let hash = SecretHash::of(device_code.secret());
-            e.code = Some(hash.as_str()[..12].to_owned());
-            s.read(|core, now| {
-                if let Some(rec) = core.state().codes.get(&hash) {
+        let polled = match &req {
+            TokenRequest::DeviceCode { device_code, .. } => Some(SecretHash::of(device_code.secret())),
+            _ => None,
+        };
+        let out = s.act(|core, now| {
+            // PROTOCOL.md §12: the log shows each poll's gap and the interval it was judged by (read under the same
+            // lock as the poll itself).
+            if let Some(hash) = &polled {
+                e.code = Some(hash.to_hex()[..12].to_owned());
+                if let Some(rec) = core.state().codes.get(hash) {
                     e.interval_s = Some(rec.interval);
                     e.gap_ms = rec.last_poll.map(|p| (now - p).whole_milliseconds() as i64);
                 }
-            });
-        }
-        let out = s.act(|core, now| core.token(now, req, authorization(&headers)))?;
+            }
+            core.token(now, req, authorization(&headers))
+        })?;
         Ok(oauth_answer(&mut e, out))
     })()
     .unwrap_or_else(|r| r);
@@ -338,7 +352,7 @@ pub async fn verification_page(State(s): S, Query(q): Query<std::collections::Ha
                 core.state()
                     .codes
                     .values()
-                    .find(|c| c.user_code == code && c.expires > now)
+                    .find(|c| c.user_code.as_str() == code && c.expires > now)
                     .map(|c| (c.kind, c.client_id.clone(), c.model.clone()))
             });
             match found {

@@ -37,8 +37,10 @@ pub const META_CLOCK_OFFSET: &str = "clock_offset_nanos";
 pub const META_SEED: &str = "seed";
 /// `meta` key of how often a server started on this file (a seeded restart derives a fresh random stream from it).
 pub const META_STARTS: &str = "starts";
-/// The schema version.
-pub const SCHEMA_VERSION: &str = "1";
+/// The schema version. 2: refresh families carry the hash of their family handle and no list of retired token
+/// hashes (docs/protocol.md C12); a version-1 file is refused ([`StoreError::Schema`]) rather than read into
+/// families no refresh token could reach.
+pub const SCHEMA_VERSION: &str = "2";
 
 /// How long a write waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -197,9 +199,7 @@ impl SqliteStore {
         for c in changes {
             let name = c.table.name();
             match &c.value {
-                Some(v) => {
-                    let json = serde_json::to_string(v)
-                        .map_err(|e| StoreError::Serialise { table: name, reason: e.to_string() })?;
+                Some(json) => {
                     tx.prepare_cached(&format!(
                         "INSERT INTO {name} (key, value) VALUES (?1, ?2) \
                          ON CONFLICT(key) DO UPDATE SET value = excluded.value"
@@ -357,9 +357,9 @@ pub fn snapshot(state: &State) -> Result<Vec<Change>, StoreError> {
         map: &BTreeMap<K, V>,
     ) -> Result<(), StoreError> {
         for (k, v) in map {
-            let value = serde_json::to_value(v)
+            let value = serde_json::to_string(v)
                 .map_err(|e| StoreError::Serialise { table: table.name(), reason: e.to_string() })?;
-            out.push(Change { table, key: k.as_key().to_owned(), value: Some(value) });
+            out.push(Change { table, key: k.as_key(), value: Some(value) });
         }
         Ok(())
     }
@@ -383,18 +383,24 @@ pub fn snapshot(state: &State) -> Result<Vec<Change>, StoreError> {
 
 /// A map key as the store's `key` column.
 trait AsKey {
-    fn as_key(&self) -> &str;
+    fn as_key(&self) -> String;
 }
 
 impl AsKey for String {
-    fn as_key(&self) -> &str {
-        self
+    fn as_key(&self) -> String {
+        self.clone()
+    }
+}
+
+impl AsKey for roger_proto::server::model::Name {
+    fn as_key(&self) -> String {
+        self.to_string()
     }
 }
 
 impl AsKey for roger_proto::server::mint::SecretHash {
-    fn as_key(&self) -> &str {
-        self.as_str()
+    fn as_key(&self) -> String {
+        self.to_hex()
     }
 }
 
@@ -438,7 +444,7 @@ mod tests {
     }
 
     fn put<T: Serialize>(table: Table, key: &str, v: &T) -> Change {
-        Change { table, key: key.to_owned(), value: Some(serde_json::to_value(v).expect("json")) }
+        Change { table, key: key.to_owned(), value: Some(serde_json::to_string(v).expect("json")) }
     }
 
     fn del(table: Table, key: &str) -> Change {
@@ -476,7 +482,7 @@ mod tests {
         );
         s.devices.insert(
             "dev_1".into(),
-            Device {
+            Box::new(Device {
                 id: "dev_1".into(),
                 tenant: "acme".into(),
                 client_id: "emb-acme".into(),
@@ -484,30 +490,30 @@ mod tests {
                 serial: Some("SN-1".into()),
                 job_url: None,
                 created: t0(),
-            },
+            }),
         );
         let subject = Subject::Device { device_id: "dev_1".into() };
         let current = SecretHash::of("rrt_current");
         s.families.insert(
             "fam_1".into(),
-            RefreshFamily {
+            Box::new(RefreshFamily {
                 id: "fam_1".into(),
                 client_id: "emb-acme".into(),
                 tenant: "acme".into(),
                 subject: subject.clone(),
                 scope: "roger.device".into(),
+                handle: SecretHash::of("family-handle-000001"),
                 current,
                 previous: Some(SecretHash::of("rrt_previous")),
                 previous_until: Some(t0()),
-                retired: vec![SecretHash::of("rrt_old")],
                 expires: t0() + time::Duration::days(90),
                 revoked: false,
-            },
+            }),
         );
         let at = SecretHash::of("rat_1");
         s.access.insert(
-            at.clone(),
-            AccessRecord {
+            at,
+            Box::new(AccessRecord {
                 hash: at,
                 client_id: "emb-acme".into(),
                 tenant: "acme".into(),
@@ -515,14 +521,14 @@ mod tests {
                 scope: "roger.device".into(),
                 expires: t0() + time::Duration::minutes(20),
                 family: Some("fam_1".into()),
-            },
+            }),
         );
         let dc = SecretHash::of("rdc_1");
         s.codes.insert(
-            dc.clone(),
-            DeviceCodeRecord {
+            dc,
+            Box::new(DeviceCodeRecord {
                 hash: dc,
-                user_code: "BCDFGHJK".into(),
+                user_code: WireUserCode::new("BCDFGHJK").expect("wire form"),
                 kind: CodeKind::Registration,
                 client_id: "emb-acme".into(),
                 scope: "roger.device".into(),
@@ -536,7 +542,7 @@ mod tests {
                 interval: 5,
                 last_poll: None,
                 state: CodeState::Pending,
-            },
+            }),
         );
         s.jobs.insert("job_1".into(), job("job_1", JobState::Queued));
         s
@@ -568,7 +574,7 @@ mod tests {
             .commit(&[
                 put(Table::Jobs, "job_1", &job("job_1", JobState::Queued)),
                 put(Table::Jobs, "job_1", &released),
-                del(Table::Access, at.as_str()),
+                del(Table::Access, &at.to_hex()),
                 del(Table::Devices, "dev_missing"),
                 put(Table::Jobs, "job_2", &job("job_2", JobState::Queued)),
                 del(Table::Jobs, "job_2"),
@@ -621,7 +627,7 @@ mod tests {
             .commit(&[Change {
                 table: Table::Families,
                 key: "fam_x".into(),
-                value: Some(serde_json::json!({"id": 1})),
+                value: Some(serde_json::json!({"id": 1}).to_string()),
             }])
             .expect("commit");
         let e = store.load().expect_err("corrupt");
