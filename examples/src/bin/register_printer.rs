@@ -18,14 +18,15 @@
 //! Only roger-proto is used; to put it on your own HTTP stack, implement
 //! `roger_proto::driver::HttpTransport` (one async `send` method) instead of using `ReqwestTransport`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use roger_examples::{load, store_atomically};
 use roger_proto::discovery::TransportPolicy;
 use roger_proto::driver::reqwest_transport::ReqwestTransport;
 use roger_proto::driver::{Clock, Driver};
-use roger_proto::lifecycle::{Connection, ConnectionState, LifecycleConfig, LifecycleEvent, PersistedConnection};
+use roger_proto::lifecycle::{Connection, ConnectionState, LifecycleConfig, LifecycleEvent};
 
 struct Args {
     discovery: String,
@@ -75,31 +76,6 @@ fn parse_args() -> Result<Args, String> {
         return Err(format!("--client-id must look like emb-<vendor>, got {:?}", out.client_id));
     }
     Ok(out)
-}
-
-/// Writes `value` so that a crash leaves either the old or the new file: write a temporary file, fsync it,
-/// rename it over the old one, fsync the directory.
-fn store_atomically(dir: &Path, value: &PersistedConnection) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join("connection.json.tmp");
-    let dst = dir.join("connection.json");
-    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &dst)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-fn load(dir: &Path) -> Result<Option<PersistedConnection>, String> {
-    match std::fs::read(dir.join("connection.json")) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("state file unreadable: {e}")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read the state directory: {e}")),
-    }
 }
 
 async fn run(args: Args) -> Result<(), String> {
