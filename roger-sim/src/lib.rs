@@ -7,13 +7,15 @@
 //! * [`probe`]: discovery and metadata checks against any server;
 //! * [`mfp`]: the simulated printer (lifecycle, panel, release, scan, desktop hand-over, the §13 shim);
 //! * [`phone`]: the simulated phone app (login with PKCE, QR scan, approvals, jobs, admin);
-//! * [`desktop`]: the simulated desktop client (QR login, jobs whose documents stay on the computer).
+//! * [`desktop`]: the simulated desktop client (QR login, jobs whose documents stay on the computer);
+//! * [`demo`]: `roger-sim demo`, the whole system in one process acting out one narrated story.
 
 // Handlers return `Result<_, axum::response::Response>`: the error side is the finished early answer, built once
 // and moved out; boxing it would only add an allocation to every refusal.
 #![allow(clippy::result_large_err)]
 
 pub mod bus;
+pub mod demo;
 pub mod desktop;
 pub mod drive;
 pub mod mfp;

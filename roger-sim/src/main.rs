@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use roger_sim::server::clock::ClockKind;
 use roger_sim::server::{start, ServerConfig};
-use roger_sim::{desktop, mfp, phone, probe};
+use roger_sim::{demo, desktop, mfp, phone, probe};
 
 /// Simulators and tools for the Roger cloud print protocol.
 #[derive(Debug, Parser)]
@@ -73,6 +73,8 @@ enum Command {
     /// The simulated desktop client: log in by QR (device grant, approved on the phone) and submit a job whose
     /// document stays on this computer until a printer asks for it with a ticket (PROTOCOL.md §9).
     Desktop(desktop::DesktopArgs),
+    /// The whole system in one process: a narrated story and a summary; exit 0 only if every step did what it said.
+    Demo(demo::DemoArgs),
 }
 
 async fn run_server(args: ServerArgs) -> ExitCode {
@@ -138,5 +140,6 @@ async fn main() -> ExitCode {
         Command::Mfp(args) => mfp::run(args).await,
         Command::Phone(args) => phone::run(args).await,
         Command::Desktop(args) => desktop::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }

@@ -125,6 +125,9 @@ pub struct MfpConfig {
     pub handover_wait: Duration,
     /// Per-request timeout (a hung answer is a transport error, PROTOCOL.md §12).
     pub request_timeout: Duration,
+    /// How often a registration or session code is polled while push is healthy (PROTOCOL.md §8: at most 30 s,
+    /// the default; longer values are capped at 30 s).
+    pub push_relaxed_interval: Duration,
 }
 
 impl fmt::Debug for MfpConfig {
@@ -144,13 +147,15 @@ impl fmt::Debug for MfpConfig {
             .field("terminal_qr", &self.terminal_qr)
             .field("handover_wait", &self.handover_wait)
             .field("request_timeout", &self.request_timeout)
+            .field("push_relaxed_interval", &self.push_relaxed_interval)
             .finish()
     }
 }
 
 impl MfpConfig {
     /// A printer (PROTOCOL.md §3 `emb-<vendor>`) with the defaults: [`DEFAULT_CLIENT_ID`], [`DEFAULT_MODEL`], [`DEFAULT_SERIAL`], TLS only, no
-    /// push, no auto-registration, no terminal drawing, a 30 s hand-over wait and a 30 s request timeout.
+    /// push, no auto-registration, no terminal drawing, a 30 s hand-over wait, a 30 s request timeout and the
+    /// 30 s relaxed poll of PROTOCOL.md §8.
     pub fn new(discovery: impl Into<String>, state_dir: impl Into<PathBuf>) -> Self {
         Self {
             discovery: discovery.into(),
@@ -167,6 +172,7 @@ impl MfpConfig {
             terminal_qr: false,
             handover_wait: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
+            push_relaxed_interval: roger_proto::timing::MAX_PUSH_RELAXED_INTERVAL,
         }
     }
 

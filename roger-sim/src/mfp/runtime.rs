@@ -442,12 +442,16 @@ impl Instance {
         let region = api.discover(&config.discovery, config.region.as_deref(), policy).await?;
         let endpoints = api.metadata(&region.api, policy).await?;
 
-        let lifecycle = LifecycleConfig::new(&config.client_id, &config.model, &config.serial);
+        let mut lifecycle = LifecycleConfig::new(&config.client_id, &config.model, &config.serial);
+        // PROTOCOL.md §8: with push healthy, poll at least every 30 s; a configuration may ask for more often.
+        let relaxed = lifecycle.push_relaxed_interval.min(config.push_relaxed_interval);
+        lifecycle.push_relaxed_interval = relaxed;
         let connection = match state::load_connection(&config.state_dir)? {
             Some(saved) => Connection::restore(lifecycle, saved, Instant::now()),
             None => Connection::new(lifecycle),
         };
-        let panel_config = PanelConfig { allow_password_grant: true, ..PanelConfig::default() };
+        let panel_config =
+            PanelConfig { allow_password_grant: true, push_relaxed_interval: relaxed, ..PanelConfig::default() };
         let client = MfpClient::new(connection, panel_config, endpoints.clone());
 
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(MfpError::Listener)?;
