@@ -1,9 +1,97 @@
-//! What the example printers share: keeping the connection in a state directory, written atomically (R-TOK-2: the
-//! newest refresh token must never be lost, and a crash must never leave a half-written file).
+//! What the example printers share: their command line, and keeping the connection in a state directory, written
+//! atomically (R-TOK-2: the newest refresh token must never be lost, and a crash must never leave a half-written
+//! file).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
 
+use roger_proto::discovery::TransportPolicy;
+use roger_proto::driver::reqwest_transport::ReqwestTransport;
 use roger_proto::lifecycle::PersistedConnection;
+
+/// The options every example printer takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrinterArgs {
+    /// Discovery base URL (PROTOCOL.md §2).
+    pub discovery: String,
+    /// Region id (default: the first offered).
+    pub region: Option<String>,
+    /// Extra CA certificate (PEM) to trust.
+    pub ca: Option<PathBuf>,
+    /// Where the connection state lives.
+    pub state_dir: PathBuf,
+    /// `emb-<vendor>` (PROTOCOL.md §3).
+    pub client_id: String,
+    /// TLS only, or plain HTTP allowed on loopback (R-DISC-2, tests only).
+    pub policy: TransportPolicy,
+    /// How long the example may run.
+    pub timeout: Duration,
+}
+
+/// The options after the program name: `--discovery URL [--region ID] [--ca PEM] [--state-dir DIR]
+/// [--client-id emb-VENDOR] [--allow-loopback-http] [--timeout-secs N]`. The error says what is wrong, followed by
+/// `usage`.
+pub fn parse_printer_args(args: impl IntoIterator<Item = String>, usage: &str) -> Result<PrinterArgs, String> {
+    let mut args = args.into_iter();
+    let mut out = PrinterArgs {
+        discovery: String::new(),
+        region: None,
+        ca: None,
+        state_dir: PathBuf::from("printer-state"),
+        client_id: "emb-example".into(),
+        policy: TransportPolicy::TlsOnly,
+        timeout: Duration::from_secs(600),
+    };
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{usage}"));
+        match a.as_str() {
+            "--discovery" => out.discovery = value("--discovery")?,
+            "--region" => out.region = Some(value("--region")?),
+            "--ca" => out.ca = Some(value("--ca")?.into()),
+            "--state-dir" => out.state_dir = value("--state-dir")?.into(),
+            "--client-id" => out.client_id = value("--client-id")?,
+            "--timeout-secs" => {
+                out.timeout =
+                    Duration::from_secs(value("--timeout-secs")?.parse().map_err(|_| "--timeout-secs: a number")?)
+            }
+            "--allow-loopback-http" => out.policy = TransportPolicy::AllowLoopbackPlain,
+            "-h" | "--help" => return Err(usage.into()),
+            other => return Err(format!("unknown argument {other:?}\n{usage}")),
+        }
+    }
+    if out.discovery.is_empty() {
+        return Err(format!("--discovery is required\n{usage}"));
+    }
+    if !roger_proto::token::client_id::is_emb(&out.client_id) {
+        return Err(format!("--client-id must look like emb-<vendor>, got {:?}", out.client_id));
+    }
+    Ok(out)
+}
+
+/// A transport trusting the system roots, plus `ca` if given.
+pub fn transport(ca: Option<&Path>) -> Result<ReqwestTransport, String> {
+    let pem = match ca {
+        Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read CA {}: {e}", p.display()))?),
+        None => None,
+    };
+    ReqwestTransport::new(pem.as_deref()).map_err(|e| e.to_string())
+}
+
+/// The exit code of an example: 0, 2 for a bad command line (the message is the usage), 1 for a failed run.
+pub fn exit_code(outcome: Result<(), String>, usage_error: bool) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) if usage_error => {
+            eprintln!("{msg}");
+            ExitCode::from(2)
+        }
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// The state file inside the state directory.
 pub const STATE_FILE: &str = "connection.json";
@@ -37,6 +125,21 @@ pub fn load(dir: &Path) -> Result<Option<PersistedConnection>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(v: &[&str]) -> Result<PrinterArgs, String> {
+        parse_printer_args(v.iter().map(|s| s.to_string()), "usage")
+    }
+
+    #[test]
+    fn printer_args_need_a_discovery_url_and_an_emb_client() {
+        let a = args(&["--discovery", "https://d.example", "--allow-loopback-http", "--timeout-secs", "5"]).unwrap();
+        assert_eq!(a.policy, TransportPolicy::AllowLoopbackPlain);
+        assert_eq!(a.timeout, Duration::from_secs(5));
+        assert!(args(&[]).unwrap_err().contains("--discovery is required"));
+        assert!(args(&["--discovery", "x", "--client-id", "bad"]).unwrap_err().contains("emb-<vendor>"));
+        assert!(args(&["--discovery"]).unwrap_err().contains("needs a value"));
+        assert!(args(&["--discovery", "x", "--bogus"]).unwrap_err().contains("unknown argument"));
+    }
 
     #[test]
     fn a_missing_state_is_none_and_garbage_is_an_error() {

@@ -54,6 +54,18 @@ pub enum TransportPolicy {
     AllowLoopbackPlain,
 }
 
+impl TransportPolicy {
+    /// [`TransportPolicy::AllowLoopbackPlain`] if `allow` (a test setup's `--allow-loopback-http`), else
+    /// [`TransportPolicy::TlsOnly`].
+    pub fn loopback_plain_allowed(allow: bool) -> Self {
+        if allow {
+            Self::AllowLoopbackPlain
+        } else {
+            Self::TlsOnly
+        }
+    }
+}
+
 /// `GET {discovery}/regions`.
 pub fn request(discovery_base: &str) -> Result<Request<Vec<u8>>, http::Error> {
     let base = discovery_base.trim_end_matches('/');

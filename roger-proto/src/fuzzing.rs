@@ -817,16 +817,23 @@ fn canned_poll_answer(byte: u8) -> Response<Vec<u8>> {
     response(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), byte >> 3, body.as_bytes())
 }
 
-/// A token-endpoint or device-authorization answer from a template: `kind` picks the answer, `arg` its numbers
-/// (bounded, so lifetimes stay realistic), `serial` makes codes and tokens unique.
-fn templated_answer(kind: u8, arg: u16, serial: u32) -> Response<Vec<u8>> {
-    let small = u64::from(arg % 4000);
-    let (status, body, retry_after) = match kind % 16 {
+/// The device-authorization and device-grant answers both templates share (`kind` 0–8): the two shapes of a
+/// device authorization, the RFC 8628 §3.5 errors, a 503 with HTML and a 429, with the interval and `Retry-After`
+/// bounded by `max_interval` and `max_retry_after`, lifetimes by the caller's `small`.
+fn device_grant_answer(
+    kind: u8,
+    arg: u16,
+    serial: u32,
+    small: u64,
+    max_interval: u16,
+    max_retry_after: u16,
+) -> (u16, String, Option<u16>) {
+    match kind {
         0 => (
             200,
             format!(
                 r#"{{"device_code":"dc{serial}","user_code":"WDJBMJHT","verification_uri":"https://eu.roger.example/device","verification_uri_complete":"https://eu.roger.example/device?user_code=WDJBMJHT","expires_in":{small},"interval":{},"request_id":"r{serial}"}}"#,
-                arg % 12
+                arg % max_interval
             ),
             None,
         ),
@@ -839,11 +846,31 @@ fn templated_answer(kind: u8, arg: u16, serial: u32) -> Response<Vec<u8>> {
         ),
         2 => (400, r#"{"error":"authorization_pending"}"#.to_owned(), None),
         3 => (400, r#"{"error":"slow_down"}"#.to_owned(), None),
-        4 => (503, "<html>maintenance</html>".to_owned(), Some(arg % 120)),
-        5 => (429, r#"{"error":"slow_down"}"#.to_owned(), Some(arg % 120)),
+        4 => (503, "<html>maintenance</html>".to_owned(), Some(arg % max_retry_after)),
+        5 => (429, r#"{"error":"slow_down"}"#.to_owned(), Some(arg % max_retry_after)),
         6 => (400, r#"{"error":"access_denied"}"#.to_owned(), None),
         7 => (400, r#"{"error":"expired_token"}"#.to_owned(), None),
-        8 => (400, r#"{"error":"invalid_grant"}"#.to_owned(), None),
+        _ => (400, r#"{"error":"invalid_grant"}"#.to_owned(), None),
+    }
+}
+
+/// A JSON answer with `status` and, if given, `Retry-After`.
+fn json_answer(status: u16, body: String, retry_after: Option<u16>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body.into_bytes());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::wire::JSON));
+    if let Some(ra) = retry_after {
+        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(ra));
+    }
+    resp
+}
+
+/// A token-endpoint or device-authorization answer from a template: `kind` picks the answer, `arg` its numbers
+/// (bounded, so lifetimes stay realistic), `serial` makes codes and tokens unique.
+fn templated_answer(kind: u8, arg: u16, serial: u32) -> Response<Vec<u8>> {
+    let small = u64::from(arg % 4000);
+    let (status, body, retry_after) = match kind % 16 {
+        k @ 0..=8 => device_grant_answer(k, arg, serial, small, 12, 120),
         9 => (
             200,
             format!(
@@ -865,13 +892,7 @@ fn templated_answer(kind: u8, arg: u16, serial: u32) -> Response<Vec<u8>> {
         ),
         _ => (500, r#"{"error":"server_error"}"#.to_owned(), None),
     };
-    let mut resp = Response::new(body.into_bytes());
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::wire::JSON));
-    if let Some(ra) = retry_after {
-        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(ra));
-    }
-    resp
+    json_answer(status, body, retry_after)
 }
 
 /// The driver's side of the [`lifecycle`] target: what it sent and what it was told to persist.
@@ -1072,28 +1093,7 @@ fn panel_answer(kind: u8, arg: u16, serial: u32) -> Response<Vec<u8>> {
     let small = u64::from(arg % 700);
     let user = r#""user":{"id":"u1","username":"alice","display_name":"Alice"}"#;
     let (status, body, retry_after) = match kind % 18 {
-        0 => (
-            200,
-            format!(
-                r#"{{"device_code":"dc{serial}","user_code":"WDJBMJHT","verification_uri":"https://eu.roger.example/device","verification_uri_complete":"https://eu.roger.example/device?user_code=WDJBMJHT","expires_in":{small},"interval":{},"request_id":"r{serial}"}}"#,
-                arg % 7
-            ),
-            None,
-        ),
-        1 => (
-            200,
-            format!(
-                r#"{{"device_code":"dc{serial}","user_code":"BCDFGHJK","verification_uri":"https://eu.roger.example/device","expires_in":"{small}"}}"#
-            ),
-            None,
-        ),
-        2 => (400, r#"{"error":"authorization_pending"}"#.to_owned(), None),
-        3 => (400, r#"{"error":"slow_down"}"#.to_owned(), None),
-        4 => (503, "<html>maintenance</html>".to_owned(), Some(arg % 90)),
-        5 => (429, r#"{"error":"slow_down"}"#.to_owned(), Some(arg % 90)),
-        6 => (400, r#"{"error":"access_denied"}"#.to_owned(), None),
-        7 => (400, r#"{"error":"expired_token"}"#.to_owned(), None),
-        8 => (400, r#"{"error":"invalid_grant"}"#.to_owned(), None),
+        k @ 0..=8 => device_grant_answer(k, arg, serial, small, 7, 90),
         9 => (
             200,
             format!(
@@ -1122,15 +1122,10 @@ fn panel_answer(kind: u8, arg: u16, serial: u32) -> Response<Vec<u8>> {
         16 => (200, format!(r#"{{"access_token":"{SECRET_MARK}-at{serial}","token_type":"Bearer"}}"#), None),
         _ => (500, r#"{"error":"server_error"}"#.to_owned(), None),
     };
-    let mut resp = Response::new(body.into_bytes());
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::wire::JSON));
+    let mut resp = json_answer(status, body, retry_after);
     if status == 401 {
         resp.headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="roger", error="invalid_token""#));
-    }
-    if let Some(ra) = retry_after {
-        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(ra));
     }
     resp
 }

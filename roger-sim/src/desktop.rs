@@ -35,7 +35,7 @@ use roger_proto::token::{client_id, TokenUser};
 use roger_proto::wire;
 
 use crate::bus::Subscription;
-use crate::phone::app::{AppClient, AppError, ClientConfig};
+use crate::phone::app::{AppClient, AppError, ClientConfig, ServerArgs};
 
 /// The authentication scheme of the hand-over (PROTOCOL.md §9: `Authorization: Ticket <ticket>`).
 pub const TICKET_SCHEME: &str = "Ticket";
@@ -399,18 +399,9 @@ pub fn handover_request(job_url: &str, ticket: &Ticket, document: Vec<u8>) -> Re
 /// ```
 #[derive(Debug, clap::Args)]
 pub struct DesktopArgs {
-    /// The discovery base URL (regions are at `{discovery}/regions`, PROTOCOL.md §2).
-    #[arg(long)]
-    pub discovery: String,
-    /// Region id (default: the first region offered).
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Extra CA certificate (PEM) to trust, e.g. the simulator's generated CA.
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
-    /// Accept plain http on loopback addresses (R-DISC-2 allows it only for tests).
-    #[arg(long)]
-    pub allow_loopback_http: bool,
+    /// How to find and trust the server.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Also write the login QR as a PNG here (for `roger-sim phone approve --png`).
     #[arg(long)]
     pub qr_png: Option<PathBuf>,
@@ -503,16 +494,7 @@ pub fn qr_png(payload: &str) -> Result<Vec<u8>, DesktopCliError> {
 
 /// Does the work of [`run`], printing progress through `say`.
 pub async fn execute(args: DesktopArgs, say: &mut (dyn FnMut(&str) + Send)) -> Result<(), DesktopCliError> {
-    let ca_pem = match &args.ca {
-        Some(p) => Some(std::fs::read(p).map_err(|source| DesktopCliError::Io { path: p.clone(), source })?),
-        None => None,
-    };
-    let config = ClientConfig {
-        region: args.region.clone(),
-        ca_pem,
-        allow_loopback_http: args.allow_loopback_http,
-        ..ClientConfig::new(args.discovery.clone())
-    };
+    let config = args.server.client_config().map_err(|(path, source)| DesktopCliError::Io { path, source })?;
     let mut desktop = Desktop::connect(&config).await?;
     let login = desktop.start_login().await?;
     if let Some(payload) = login.qr_payload() {

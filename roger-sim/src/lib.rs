@@ -22,3 +22,6 @@ pub mod mfp;
 pub mod phone;
 pub mod probe;
 pub mod server;
+
+#[cfg(test)]
+pub(crate) mod test_support;

@@ -9,15 +9,13 @@ use common::TestServer;
 use roger_proto::api::{CodeKind, JobSource};
 use roger_proto::secret::Password;
 use roger_sim::desktop::{self, DesktopAction, DesktopArgs};
+use roger_sim::phone::app::ServerArgs;
 use roger_sim::phone::cli::{execute, PhoneAction, PhoneArgs, PhoneCliError};
 use roger_sim::phone::{ClientConfig, Phone, PhoneError};
 
 fn phone_args(s: &TestServer, action: PhoneAction) -> PhoneArgs {
     PhoneArgs {
-        discovery: s.server.info.discovery.clone(),
-        region: None,
-        ca: None,
-        allow_loopback_http: true,
+        server: ServerArgs::loopback(s.server.info.discovery.clone()),
         tenant: "acme".into(),
         user: "alice".into(),
         password: Some("alice-pass".into()),
@@ -38,10 +36,7 @@ async fn desktop_and_phone_commands() {
     // `roger-sim desktop submit FILE`: its progress lines go to a channel so the "phone user" can read the code.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let args = DesktopArgs {
-        discovery: s.server.info.discovery.clone(),
-        region: None,
-        ca: None,
-        allow_loopback_http: true,
+        server: ServerArgs::loopback(s.server.info.discovery.clone()),
         qr_png: Some(qr.clone()),
         action: DesktopAction::Submit { file: file.clone(), pages: 2, wait: 0 },
     };

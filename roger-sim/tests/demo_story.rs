@@ -7,10 +7,8 @@ use std::process::Command;
 
 use roger_sim::demo::{run_story, DemoOptions};
 
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    std::env::temp_dir().join(format!("roger-demo-it-{tag}-{}-{nanos}", std::process::id()))
-}
+mod common;
+use common::temp_dir;
 
 #[tokio::test]
 async fn the_story_does_what_it_says() {

@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run -p roger-examples --bin register_printer -- --discovery URL --state-dir ./printer   # first, once
 //! cargo run -p roger-examples --bin panel_loop -- --discovery URL --state-dir ./printer \
-//!     [--ca ca.pem] [--client-id emb-example] [--allow-loopback-http] [--timeout-secs N]
+//!     [--region eu] [--ca ca.pem] [--client-id emb-example] [--allow-loopback-http] [--timeout-secs N]
 //! ```
 //!
 //! What it shows:
@@ -21,70 +21,22 @@
 //! No push here (a real printer adds its AMQP consumer and feeds `MfpInput::Doorbell`); the panel then polls at the
 //! code's interval, as PROTOCOL.md §8 requires without a healthy push connection.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use roger_examples::{load, store_atomically};
-use roger_proto::discovery::TransportPolicy;
+use roger_examples::{exit_code, load, parse_printer_args, store_atomically, transport, PrinterArgs};
 use roger_proto::driver::mfp::{MfpClient, MfpEvent, MfpInput};
-use roger_proto::driver::reqwest_transport::ReqwestTransport;
 use roger_proto::driver::{Clock, Driver};
 use roger_proto::lifecycle::{Connection, ConnectionState, LifecycleConfig, LifecycleEvent};
 use roger_proto::panel::{PanelConfig, PanelEvent};
 use tokio::sync::mpsc;
 
-struct Args {
-    discovery: String,
-    ca: Option<PathBuf>,
-    state_dir: PathBuf,
-    client_id: String,
-    policy: TransportPolicy,
-    timeout: Duration,
-}
+const USAGE: &str = "usage: panel_loop --discovery URL [--region ID] [--ca PEM] [--state-dir DIR] \
+[--client-id emb-VENDOR] [--allow-loopback-http] [--timeout-secs N]";
 
-const USAGE: &str = "usage: panel_loop --discovery URL [--ca PEM] [--state-dir DIR] [--client-id emb-VENDOR] \
-[--allow-loopback-http] [--timeout-secs N]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args().skip(1);
-    let mut out = Args {
-        discovery: String::new(),
-        ca: None,
-        state_dir: PathBuf::from("printer-state"),
-        client_id: "emb-example".into(),
-        policy: TransportPolicy::TlsOnly,
-        timeout: Duration::from_secs(600),
-    };
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
-        match a.as_str() {
-            "--discovery" => out.discovery = value("--discovery")?,
-            "--ca" => out.ca = Some(value("--ca")?.into()),
-            "--state-dir" => out.state_dir = value("--state-dir")?.into(),
-            "--client-id" => out.client_id = value("--client-id")?,
-            "--allow-loopback-http" => out.policy = TransportPolicy::AllowLoopbackPlain,
-            "--timeout-secs" => {
-                let v = value("--timeout-secs")?;
-                out.timeout = Duration::from_secs(v.parse().map_err(|_| format!("--timeout-secs: not a number: {v}"))?);
-            }
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
-        }
-    }
-    if out.discovery.is_empty() {
-        return Err(format!("--discovery is required\n{USAGE}"));
-    }
-    Ok(out)
-}
-
-async fn run(args: Args) -> Result<(), String> {
-    let ca = match &args.ca {
-        Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read CA {}: {e}", p.display()))?),
-        None => None,
-    };
-    let driver = Driver::new(ReqwestTransport::new(ca.as_deref()).map_err(|e| e.to_string())?);
-    let region = driver.discover(&args.discovery, None, args.policy).await.map_err(|e| e.to_string())?;
+async fn run(args: PrinterArgs) -> Result<(), String> {
+    let driver = Driver::new(transport(args.ca.as_deref())?);
+    let region =
+        driver.discover(&args.discovery, args.region.as_deref(), args.policy).await.map_err(|e| e.to_string())?;
     let endpoints = driver.metadata(&region.api, args.policy).await.map_err(|e| e.to_string())?;
 
     let saved = load(&args.state_dir)?
@@ -155,18 +107,8 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            ExitCode::FAILURE
-        }
+    match parse_printer_args(std::env::args().skip(1), USAGE) {
+        Ok(args) => exit_code(run(args).await, false),
+        Err(usage) => exit_code(Err(usage), true),
     }
 }

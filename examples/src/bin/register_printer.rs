@@ -18,73 +18,17 @@
 //! Only roger-proto is used; to put it on your own HTTP stack, implement
 //! `roger_proto::driver::HttpTransport` (one async `send` method) instead of using `ReqwestTransport`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use roger_examples::{load, store_atomically};
-use roger_proto::discovery::TransportPolicy;
-use roger_proto::driver::reqwest_transport::ReqwestTransport;
+use roger_examples::{exit_code, load, parse_printer_args, store_atomically, transport, PrinterArgs};
 use roger_proto::driver::{Clock, Driver};
 use roger_proto::lifecycle::{Connection, ConnectionState, LifecycleConfig, LifecycleEvent};
-
-struct Args {
-    discovery: String,
-    region: Option<String>,
-    ca: Option<PathBuf>,
-    state_dir: PathBuf,
-    client_id: String,
-    policy: TransportPolicy,
-    timeout: Duration,
-}
 
 const USAGE: &str = "usage: register_printer --discovery URL [--region ID] [--ca PEM] [--state-dir DIR] \
 [--client-id emb-VENDOR] [--allow-loopback-http] [--timeout-secs N]";
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args().skip(1);
-    let mut out = Args {
-        discovery: String::new(),
-        region: None,
-        ca: None,
-        state_dir: PathBuf::from("printer-state"),
-        client_id: "emb-example".into(),
-        policy: TransportPolicy::TlsOnly,
-        timeout: Duration::from_secs(600),
-    };
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
-        match a.as_str() {
-            "--discovery" => out.discovery = value("--discovery")?,
-            "--region" => out.region = Some(value("--region")?),
-            "--ca" => out.ca = Some(value("--ca")?.into()),
-            "--state-dir" => out.state_dir = value("--state-dir")?.into(),
-            "--client-id" => out.client_id = value("--client-id")?,
-            "--timeout-secs" => {
-                out.timeout =
-                    Duration::from_secs(value("--timeout-secs")?.parse().map_err(|_| "--timeout-secs: a number")?)
-            }
-            "--allow-loopback-http" => out.policy = TransportPolicy::AllowLoopbackPlain,
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    if out.discovery.is_empty() {
-        return Err(format!("--discovery is required\n{USAGE}"));
-    }
-    if !roger_proto::token::client_id::is_emb(&out.client_id) {
-        return Err(format!("--client-id must look like emb-<vendor>, got {:?}", out.client_id));
-    }
-    Ok(out)
-}
-
-async fn run(args: Args) -> Result<(), String> {
-    let ca = match &args.ca {
-        Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read CA {}: {e}", p.display()))?),
-        None => None,
-    };
-    let transport = ReqwestTransport::new(ca.as_deref()).map_err(|e| e.to_string())?;
-    let driver = Driver::new(transport);
+async fn run(args: PrinterArgs) -> Result<(), String> {
+    let driver = Driver::new(transport(args.ca.as_deref())?);
 
     let region =
         driver.discover(&args.discovery, args.region.as_deref(), args.policy).await.map_err(|e| e.to_string())?;
@@ -147,18 +91,8 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            ExitCode::FAILURE
-        }
+    match parse_printer_args(std::env::args().skip(1), USAGE) {
+        Ok(args) => exit_code(run(args).await, false),
+        Err(usage) => exit_code(Err(usage), true),
     }
 }

@@ -189,7 +189,7 @@ impl Minter {
                 filled += 1;
             }
         }
-        WireUserCode::new(std::str::from_utf8(&out).unwrap_or_default()).unwrap_or_else(|| unreachable!())
+        WireUserCode(out)
     }
 
     /// A family handle (PROTOCOL.md §6, docs/protocol.md): [`FAMILY_HANDLE_BYTES`] random bytes, base64url. Every

@@ -129,6 +129,18 @@ pub struct Change {
     pub value: Option<String>,
 }
 
+/// A record as JSON text, object-safe so one lookup serves every table ([`ServerCore::take_changes`]).
+trait ToJson {
+    fn to_json(&self) -> Option<String>;
+}
+
+impl<T: Serialize> ToJson for T {
+    fn to_json(&self) -> Option<String> {
+        // The model's types serialise infallibly (string keys, no non-finite floats).
+        serde_json::to_string(self).ok()
+    }
+}
+
 /// The key of a record the current request touched (the journal keeps keys; values are read at commit time).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Dirty {
@@ -484,42 +496,33 @@ impl ServerCore {
         dirty
     }
 
-    fn record_exists(&self, d: &Dirty) -> bool {
+    /// The record `d` names, if it exists (one place that maps journal keys to tables).
+    fn record(&self, d: &Dirty) -> Option<&dyn ToJson> {
+        fn dyn_json<T: Serialize>(v: &T) -> &dyn ToJson {
+            v
+        }
         let s = &self.state;
         match d {
-            Dirty::Id(Table::Tenants, k) => s.tenants.contains_key(k),
-            Dirty::Id(Table::Users, k) => s.users.contains_key(k),
-            Dirty::Id(Table::Devices, k) => s.devices.contains_key(k.as_str()),
-            Dirty::Id(Table::Families, k) => s.families.contains_key(k.as_str()),
-            Dirty::Id(Table::Jobs, k) => s.jobs.contains_key(k),
-            Dirty::Id(Table::Scans, k) => s.scans.contains_key(k),
-            Dirty::Hash(Table::Codes, h) => s.codes.contains_key(h),
-            Dirty::Hash(Table::Access, h) => s.access.contains_key(h),
-            Dirty::Hash(Table::AuthCodes, h) => s.auth_codes.contains_key(h),
-            Dirty::Hash(Table::Tickets, h) => s.tickets.contains_key(h),
-            Dirty::Id(..) | Dirty::Hash(..) => false,
+            Dirty::Id(Table::Tenants, k) => s.tenants.get(k).map(dyn_json),
+            Dirty::Id(Table::Users, k) => s.users.get(k).map(dyn_json),
+            Dirty::Id(Table::Devices, k) => s.devices.get(k.as_str()).map(dyn_json),
+            Dirty::Id(Table::Families, k) => s.families.get(k.as_str()).map(dyn_json),
+            Dirty::Id(Table::Jobs, k) => s.jobs.get(k).map(dyn_json),
+            Dirty::Id(Table::Scans, k) => s.scans.get(k).map(dyn_json),
+            Dirty::Hash(Table::Codes, h) => s.codes.get(h).map(dyn_json),
+            Dirty::Hash(Table::Access, h) => s.access.get(h).map(dyn_json),
+            Dirty::Hash(Table::AuthCodes, h) => s.auth_codes.get(h).map(dyn_json),
+            Dirty::Hash(Table::Tickets, h) => s.tickets.get(h).map(dyn_json),
+            Dirty::Id(..) | Dirty::Hash(..) => None,
         }
     }
 
+    fn record_exists(&self, d: &Dirty) -> bool {
+        self.record(d).is_some()
+    }
+
     fn record_json(&self, d: &Dirty) -> Option<String> {
-        fn json<T: Serialize>(v: Option<&T>) -> Option<String> {
-            // The model's types serialise infallibly (string keys, no non-finite floats).
-            v.and_then(|v| serde_json::to_string(v).ok())
-        }
-        let s = &self.state;
-        match d {
-            Dirty::Id(Table::Tenants, k) => json(s.tenants.get(k)),
-            Dirty::Id(Table::Users, k) => json(s.users.get(k)),
-            Dirty::Id(Table::Devices, k) => json(s.devices.get(k.as_str())),
-            Dirty::Id(Table::Families, k) => json(s.families.get(k.as_str())),
-            Dirty::Id(Table::Jobs, k) => json(s.jobs.get(k)),
-            Dirty::Id(Table::Scans, k) => json(s.scans.get(k)),
-            Dirty::Hash(Table::Codes, h) => json(s.codes.get(h)),
-            Dirty::Hash(Table::Access, h) => json(s.access.get(h)),
-            Dirty::Hash(Table::AuthCodes, h) => json(s.auth_codes.get(h)),
-            Dirty::Hash(Table::Tickets, h) => json(s.tickets.get(h)),
-            Dirty::Id(..) | Dirty::Hash(..) => None,
-        }
+        self.record(d).and_then(ToJson::to_json)
     }
 
     /// The push messages since the last call (R-PUSH-1: ids only).

@@ -167,7 +167,10 @@ pub struct DeviceCodeRecord {
 /// A user code in wire form (8 letters of [`crate::user_code::ALPHABET`], RFC 8628 §6.1), stored inline: a device
 /// code's record and the user-code index hold it without a heap allocation. Serialised as its 8 letters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WireUserCode([u8; crate::user_code::LENGTH]);
+pub struct WireUserCode(
+    /// The letters; built only from [`crate::user_code::ALPHABET`] (by [`WireUserCode::new`] or the minter).
+    pub(super) [u8; crate::user_code::LENGTH],
+);
 
 impl WireUserCode {
     /// `code` if it is in wire form ([`crate::user_code::is_wire_form`]).

@@ -547,8 +547,7 @@ impl ServerCore {
         }
         let hash = SecretHash::of(token.secret());
         let is_current = hash == fam.current;
-        let is_unused_predecessor =
-            fam.previous == Some(hash) && fam.previous_until.is_some_and(|u| now < u) && !is_current;
+        let is_unused_predecessor = fam.previous == Some(hash) && fam.previous_until.is_some_and(|u| now < u);
         if !is_current && !is_unused_predecessor {
             // Any other token of this family (an older one: only a holder of a family token knows its handle) is
             // reuse, and revokes the whole family (RFC 9700 §4.14.2).

@@ -183,11 +183,7 @@ impl MfpConfig {
 
     /// R-DISC-2: TLS only, unless plain HTTP on loopback was allowed.
     pub fn transport_policy(&self) -> TransportPolicy {
-        if self.allow_loopback_http {
-            TransportPolicy::AllowLoopbackPlain
-        } else {
-            TransportPolicy::TlsOnly
-        }
+        TransportPolicy::loopback_plain_allowed(self.allow_loopback_http)
     }
 }
 

@@ -175,7 +175,8 @@ mod tests {
     /// A print writes the bytes and one record line with their size and hash.
     #[test]
     fn print_writes_bytes_and_record() {
-        let dir = super::super::state::tests::temp_dir("printer");
+        let tmp = crate::test_support::TempDir::new("mfp-printer");
+        let dir = tmp.path().to_path_buf();
         let printer = Printer::new(dir.join("out"));
         assert!(printer.records().is_empty());
         let r = printer.print("job_1", "../report.pdf", PrintSource::Drive, 3, b"%PDF-1.7 hello").expect("print");

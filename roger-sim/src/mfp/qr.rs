@@ -192,7 +192,8 @@ mod tests {
     /// The screenshot and the code file are written together and removed together.
     #[test]
     fn screenshot_files() {
-        let dir = super::super::state::tests::temp_dir("qr");
+        let tmp = crate::test_support::TempDir::new("mfp-qr");
+        let dir = tmp.path().to_path_buf();
         let path = write_screenshot(&dir, PAYLOAD, "WDJB-MJHT").expect("write");
         assert_eq!(path, dir.join(SCREENSHOT_FILE));
         assert!(std::fs::read(&path).expect("png").starts_with(b"\x89PNG"));

@@ -143,20 +143,11 @@ pub fn remove_if_exists(dir: &Path, name: &str) -> Result<(), StateError> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::test_support::TempDir;
     use roger_proto::lifecycle::DisconnectReason;
     use roger_proto::secret::RefreshToken;
-
-    pub(crate) fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "roger-mfp-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-        ));
-        fs::create_dir_all(&dir).expect("temp dir");
-        dir
-    }
 
     fn connected(rt: &str) -> PersistedConnection {
         PersistedConnection::Connected {
@@ -169,7 +160,8 @@ pub(crate) mod tests {
     /// A stored state loads back identically; a missing file is "never registered".
     #[test]
     fn round_trip_and_missing() {
-        let dir = temp_dir("round-trip");
+        let tmp = TempDir::new("mfp-round-trip");
+        let dir = tmp.path().to_path_buf();
         assert_eq!(load_connection(&dir).expect("load"), None);
         store_connection(&dir, &connected("rt_1")).expect("store");
         assert_eq!(load_connection(&dir).expect("load"), Some(connected("rt_1")));
@@ -188,7 +180,8 @@ pub(crate) mod tests {
     /// The write leaves no temporary file behind, creates the directory, and is private to the owner.
     #[test]
     fn atomic_write_leaves_only_the_target() {
-        let dir = temp_dir("atomic").join("nested");
+        let tmp = TempDir::new("mfp-atomic");
+        let dir = tmp.path().to_path_buf().join("nested");
         let path = write_atomically(&dir, "x.json", b"{\"a\":1}").expect("write");
         assert_eq!(fs::read(&path).expect("read"), b"{\"a\":1}");
         write_atomically(&dir, "x.json", b"{\"a\":2}").expect("overwrite");
@@ -208,7 +201,8 @@ pub(crate) mod tests {
     /// A failed write (the target is a directory) keeps nothing half-written and reports a typed error.
     #[test]
     fn failed_write_is_an_error_and_cleans_up() {
-        let dir = temp_dir("fail");
+        let tmp = TempDir::new("mfp-fail");
+        let dir = tmp.path().to_path_buf();
         fs::create_dir_all(dir.join("blocked")).expect("mkdir");
         let err = write_atomically(&dir, "blocked", b"x").expect_err("cannot rename over a directory");
         assert!(matches!(err, StateError::Io { .. }), "{err}");
@@ -221,7 +215,8 @@ pub(crate) mod tests {
     /// A corrupt state file is a typed error that does not quote the file (it may hold a refresh token).
     #[test]
     fn corrupt_file_is_reported_without_its_content() {
-        let dir = temp_dir("corrupt");
+        let tmp = TempDir::new("mfp-corrupt");
+        let dir = tmp.path().to_path_buf();
         fs::write(dir.join(CONNECTION_FILE), br#"{"state":"connected","refresh_token":"rt_SECRET"#).expect("write");
         let err = load_connection(&dir).expect_err("corrupt");
         assert!(matches!(err, StateError::Corrupt { .. }));
@@ -235,7 +230,8 @@ pub(crate) mod tests {
     /// The printed record appends whole lines.
     #[test]
     fn append_line_appends() {
-        let dir = temp_dir("append");
+        let tmp = TempDir::new("mfp-append");
+        let dir = tmp.path().to_path_buf();
         let path = dir.join("sub").join("log.jsonl");
         append_line(&path, "{\"n\":1}").expect("append");
         append_line(&path, "{\"n\":2}").expect("append");

@@ -58,11 +58,46 @@ impl ClientConfig {
 
     /// The R-DISC-2 policy this configuration stands for.
     pub fn policy(&self) -> TransportPolicy {
-        if self.allow_loopback_http {
-            TransportPolicy::AllowLoopbackPlain
-        } else {
-            TransportPolicy::TlsOnly
-        }
+        TransportPolicy::loopback_plain_allowed(self.allow_loopback_http)
+    }
+}
+
+/// The command-line options every app simulator takes to find and trust its server (`roger-sim phone`,
+/// `roger-sim desktop`), flattened into their arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// The discovery base URL (regions are at `{discovery}/regions`, PROTOCOL.md §2).
+    #[arg(long)]
+    pub discovery: String,
+    /// Region id (default: the first region offered).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Extra CA certificate (PEM) to trust, e.g. the simulator's generated CA.
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Accept plain http on loopback addresses (R-DISC-2 allows it only for tests).
+    #[arg(long)]
+    pub allow_loopback_http: bool,
+}
+
+impl ServerArgs {
+    /// Plain `http` on loopback allowed (a test against `roger-sim server --plain-http`).
+    pub fn loopback(discovery: impl Into<String>) -> Self {
+        Self { discovery: discovery.into(), region: None, ca: None, allow_loopback_http: true }
+    }
+
+    /// The client configuration these options stand for (the CA file read now); the error names the CA file.
+    pub fn client_config(&self) -> Result<ClientConfig, (std::path::PathBuf, std::io::Error)> {
+        let ca_pem = match &self.ca {
+            Some(p) => Some(std::fs::read(p).map_err(|e| (p.clone(), e))?),
+            None => None,
+        };
+        Ok(ClientConfig {
+            region: self.region.clone(),
+            ca_pem,
+            allow_loopback_http: self.allow_loopback_http,
+            ..ClientConfig::new(self.discovery.clone())
+        })
     }
 }
 

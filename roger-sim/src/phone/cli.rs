@@ -17,7 +17,8 @@ use clap::{Subcommand, ValueEnum};
 use roger_proto::api::CodeKind;
 use roger_proto::secret::{Password, UserCode};
 
-use super::{ClientConfig, Phone, PhoneError};
+use super::app::ServerArgs;
+use super::{Phone, PhoneError};
 
 /// The environment variable read for the password when `--password` is absent (keeps it out of `ps`).
 pub const PASSWORD_ENV: &str = "ROGER_PASSWORD";
@@ -25,18 +26,9 @@ pub const PASSWORD_ENV: &str = "ROGER_PASSWORD";
 /// Arguments of `roger-sim phone` (issue 4: the simulated phone).
 #[derive(Debug, clap::Args)]
 pub struct PhoneArgs {
-    /// The discovery base URL (regions are at `{discovery}/regions`, PROTOCOL.md §2).
-    #[arg(long)]
-    pub discovery: String,
-    /// Region id (default: the first region offered).
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Extra CA certificate (PEM) to trust, e.g. the simulator's generated CA.
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
-    /// Accept plain http on loopback addresses (R-DISC-2 allows it only for tests).
-    #[arg(long)]
-    pub allow_loopback_http: bool,
+    /// How to find and trust the server.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// The tenant to sign in to.
     #[arg(long, default_value = "acme")]
     pub tenant: String,
@@ -177,12 +169,7 @@ pub async fn execute(args: PhoneArgs) -> Result<Vec<String>, PhoneCliError> {
         Some(p) => Password::new(p),
         None => return Err(PhoneCliError::NoPassword),
     };
-    let config = ClientConfig {
-        region: args.region.clone(),
-        ca_pem: args.ca.as_ref().map(read).transpose()?,
-        allow_loopback_http: args.allow_loopback_http,
-        ..ClientConfig::new(args.discovery.clone())
-    };
+    let config = args.server.client_config().map_err(|(path, source)| PhoneCliError::Read { path, source })?;
     let mut phone = Phone::connect(&config).await?;
     // Scan before signing in: a foreign QR is refused without a single request (R-QR-4).
     let scanned: Option<UserCode> = match &args.action {

@@ -407,36 +407,15 @@ impl AsKey for roger_proto::server::mint::SecretHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::TempDir;
     use roger_proto::server::mint::SecretHash;
     use roger_proto::server::model::*;
     use roger_proto::server::settings::TenantSettings;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use time::OffsetDateTime;
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "roger-sim-store-{}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed),
-                rand::random::<u32>()
-            ));
-            std::fs::create_dir_all(&p).expect("temp dir");
-            Self(p)
-        }
-
-        fn db(&self) -> PathBuf {
-            self.0.join("state.sqlite")
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// The state file inside a test's own directory.
+    fn db(d: &TempDir) -> PathBuf {
+        d.path().join("state.sqlite")
     }
 
     fn t0() -> OffsetDateTime {
@@ -550,22 +529,22 @@ mod tests {
 
     #[test]
     fn round_trip_through_commit_and_load() {
-        let d = TempDir::new();
+        let d = TempDir::new("store");
         let state = sample();
-        let mut store = Store::open(Some(&d.db())).expect("open");
+        let mut store = Store::open(Some(&db(&d))).expect("open");
         assert!(store.is_persistent());
         store.commit(&snapshot(&state).expect("snapshot")).expect("commit");
         assert_eq!(store.load().expect("load"), state);
         drop(store);
-        let store = Store::open(Some(&d.db())).expect("reopen");
+        let store = Store::open(Some(&db(&d))).expect("reopen");
         assert_eq!(store.load().expect("load"), state);
     }
 
     /// Deletions and later writes of the same key apply in journal order.
     #[test]
     fn deletes_and_overwrites_apply_in_order() {
-        let d = TempDir::new();
-        let mut store = SqliteStore::open(d.db()).expect("open");
+        let d = TempDir::new("store");
+        let mut store = SqliteStore::open(db(&d)).expect("open");
         let mut state = sample();
         store.commit(&snapshot(&state).expect("snapshot")).expect("commit");
         let released = JobRecord { released_to: Some("dev_1".into()), ..job("job_1", JobState::Released) };
@@ -588,8 +567,8 @@ mod tests {
     /// A failing transaction leaves nothing behind.
     #[test]
     fn a_failed_commit_stores_nothing() {
-        let d = TempDir::new();
-        let mut store = SqliteStore::open(d.db()).expect("open");
+        let d = TempDir::new("store");
+        let mut store = SqliteStore::open(db(&d)).expect("open");
         store
             .conn
             .execute_batch(
@@ -608,12 +587,12 @@ mod tests {
     /// A committed transaction is there after the connection is abandoned without closing (a crash).
     #[test]
     fn committed_data_survives_an_abandoned_connection() {
-        let d = TempDir::new();
-        let mut store = SqliteStore::open(d.db()).expect("open");
+        let d = TempDir::new("store");
+        let mut store = SqliteStore::open(db(&d)).expect("open");
         store.commit(&snapshot(&sample()).expect("snapshot")).expect("commit");
         store.put_meta(META_SEED, "42").expect("meta");
         std::mem::forget(store);
-        let store = SqliteStore::open(d.db()).expect("reopen");
+        let store = SqliteStore::open(db(&d)).expect("reopen");
         assert_eq!(store.load().expect("load"), sample());
         assert_eq!(store.get_meta(META_SEED).expect("meta").as_deref(), Some("42"));
     }
@@ -621,8 +600,8 @@ mod tests {
     /// A row that does not parse is reported with its table and key, never a panic.
     #[test]
     fn corrupt_rows_are_named() {
-        let d = TempDir::new();
-        let mut store = SqliteStore::open(d.db()).expect("open");
+        let d = TempDir::new("store");
+        let mut store = SqliteStore::open(db(&d)).expect("open");
         store
             .commit(&[Change {
                 table: Table::Families,
@@ -639,8 +618,8 @@ mod tests {
 
     #[test]
     fn meta_and_clock_offset() {
-        let d = TempDir::new();
-        let mut store = Store::open(Some(&d.db())).expect("open");
+        let d = TempDir::new("store");
+        let mut store = Store::open(Some(&db(&d))).expect("open");
         assert_eq!(store.clock_offset().expect("offset"), Duration::ZERO);
         store.set_clock_offset(Duration::from_secs(90 * 86_400)).expect("set");
         assert_eq!(store.get_meta(META_SCHEMA_VERSION).expect("meta").as_deref(), Some(SCHEMA_VERSION));
@@ -648,7 +627,7 @@ mod tests {
             .commit_with_meta(&[put(Table::Jobs, "job_1", &job("job_1", JobState::Queued))], &[(META_SEED, "7")])
             .expect("commit");
         drop(store);
-        let store = Store::open(Some(&d.db())).expect("reopen");
+        let store = Store::open(Some(&db(&d))).expect("reopen");
         assert_eq!(store.clock_offset().expect("offset"), Duration::from_secs(90 * 86_400));
         assert_eq!(store.get_meta(META_SEED).expect("meta").as_deref(), Some("7"));
         assert_eq!(store.load().expect("load").jobs.len(), 1);
@@ -657,8 +636,8 @@ mod tests {
     /// The state file is created with its directory, readable by its owner only.
     #[test]
     fn state_file_is_private() {
-        let d = TempDir::new();
-        let path = d.0.join("nested").join("state.sqlite");
+        let d = TempDir::new("store");
+        let path = d.path().join("nested").join("state.sqlite");
         let store = SqliteStore::open(&path).expect("open");
         assert_eq!(store.path(), path);
         #[cfg(unix)]
@@ -671,11 +650,11 @@ mod tests {
 
     #[test]
     fn other_schema_versions_are_refused() {
-        let d = TempDir::new();
-        let mut store = SqliteStore::open(d.db()).expect("open");
+        let d = TempDir::new("store");
+        let mut store = SqliteStore::open(db(&d)).expect("open");
         store.put_meta(META_SCHEMA_VERSION, "99").expect("meta");
         drop(store);
-        assert!(matches!(SqliteStore::open(d.db()), Err(StoreError::Schema { found, .. }) if found == "99"));
+        assert!(matches!(SqliteStore::open(db(&d)), Err(StoreError::Schema { found, .. }) if found == "99"));
     }
 
     #[test]
@@ -723,11 +702,11 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn sigkill_mid_write_is_all_or_nothing() {
-        let d = TempDir::new();
+        let d = TempDir::new("store");
         let exe = std::env::current_exe().expect("test binary");
         let mut child = std::process::Command::new(exe)
             .args(["server::store::tests::sigkill_child_writer", "--exact", "--ignored", "--test-threads=1"])
-            .env(CHILD_ENV, d.db())
+            .env(CHILD_ENV, db(&d))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -736,7 +715,7 @@ mod tests {
         let mut seen = 0u64;
         while seen < 20 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
-            if let Ok(conn) = Connection::open_with_flags(d.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) {
+            if let Ok(conn) = Connection::open_with_flags(db(&d), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) {
                 let _ = conn.busy_timeout(Duration::from_secs(1));
                 seen = conn
                     .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| r.get::<_, String>(0))
@@ -749,7 +728,7 @@ mod tests {
         child.wait().expect("reap");
         assert!(seen >= 20, "the child committed only {seen} generations");
 
-        let store = SqliteStore::open(d.db()).expect("reopen after SIGKILL");
+        let store = SqliteStore::open(db(&d)).expect("reopen after SIGKILL");
         let generation: u64 =
             store.get_meta("generation").expect("meta").and_then(|v| v.parse().ok()).expect("a generation");
         assert!(generation >= seen);

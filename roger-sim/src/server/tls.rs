@@ -379,29 +379,8 @@ fn verify_chain(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::test_support::TempDir;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "roger-sim-tls-{}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed),
-                rand::random::<u32>()
-            ));
-            Self(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn hosts() -> Vec<String> {
         vec!["127.0.0.1".into(), "localhost".into()]
@@ -410,20 +389,20 @@ mod tests {
     /// First start creates the CA (key 0600); the second reuses the same CA bytes.
     #[test]
     fn creates_then_reuses_the_ca() {
-        let d = TempDir::new();
-        let a = load_or_create(&d.0, &hosts()).expect("create");
+        let d = TempDir::new("tls");
+        let a = load_or_create(d.path(), &hosts()).expect("create");
         assert!(a.created_ca);
-        assert_eq!(a.ca_path, d.0.join(CA_CERT_FILE));
+        assert_eq!(a.ca_path, d.path().join(CA_CERT_FILE));
         let on_disk = std::fs::read_to_string(&a.ca_path).expect("ca.pem");
         assert_eq!(on_disk, a.ca_pem);
         assert!(on_disk.starts_with("-----BEGIN CERTIFICATE-----"));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(d.0.join(CA_KEY_FILE)).expect("key").permissions().mode();
+            let mode = std::fs::metadata(d.path().join(CA_KEY_FILE)).expect("key").permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         }
-        let b = load_or_create(&d.0, &hosts()).expect("reuse");
+        let b = load_or_create(d.path(), &hosts()).expect("reuse");
         assert!(!b.created_ca);
         assert_eq!(b.ca_pem, a.ca_pem);
         assert_eq!(b.hosts, hosts());
@@ -432,32 +411,34 @@ mod tests {
     /// Parallel first starts on one directory agree on one CA.
     #[test]
     fn parallel_first_starts_share_one_ca() {
-        let d = TempDir::new();
+        let d = TempDir::new("tls");
         let threads: Vec<_> = (0..4)
             .map(|_| {
-                let dir = d.0.clone();
+                let dir = d.path().to_path_buf();
                 std::thread::spawn(move || load_or_create(&dir, &hosts()).map(|t| (t.ca_pem, t.created_ca)))
             })
             .collect();
         let results: Vec<_> = threads.into_iter().map(|t| t.join().expect("thread").expect("tls")).collect();
         assert_eq!(results.iter().filter(|r| r.1).count(), 1, "exactly one creator");
-        let on_disk = std::fs::read_to_string(d.0.join(CA_CERT_FILE)).expect("ca.pem");
+        let on_disk = std::fs::read_to_string(d.path().join(CA_CERT_FILE)).expect("ca.pem");
         assert!(results.iter().all(|r| r.0 == on_disk));
     }
 
     /// A key that does not belong to the certificate is reported, not used.
     #[test]
     fn mismatched_ca_files_are_refused() {
-        let d = TempDir::new();
-        let other = TempDir::new();
-        load_or_create(&d.0, &hosts()).expect("a");
-        load_or_create(&other.0, &hosts()).expect("b");
-        std::fs::copy(other.0.join(CA_CERT_FILE), d.0.join(CA_CERT_FILE)).expect("copy");
+        let d = TempDir::new("tls");
+        let other = TempDir::new("tls");
+        load_or_create(d.path(), &hosts()).expect("a");
+        load_or_create(other.path(), &hosts()).expect("b");
+        std::fs::copy(other.path().join(CA_CERT_FILE), d.path().join(CA_CERT_FILE)).expect("copy");
         // Shorten the wait: the error path is what is tested, not the wait for a concurrent creator.
-        let err = try_load(&d.0, &d.0.join(CA_CERT_FILE), &d.0.join(CA_KEY_FILE), &hosts()).expect_err("mismatch");
+        let err = try_load(d.path(), &d.path().join(CA_CERT_FILE), &d.path().join(CA_KEY_FILE), &hosts())
+            .expect_err("mismatch");
         assert!(matches!(err, TlsError::BadCa { .. }), "{err}");
-        std::fs::write(d.0.join(CA_KEY_FILE), "garbage").expect("write");
-        let err = try_load(&d.0, &d.0.join(CA_CERT_FILE), &d.0.join(CA_KEY_FILE), &hosts()).expect_err("garbage");
+        std::fs::write(d.path().join(CA_KEY_FILE), "garbage").expect("write");
+        let err = try_load(d.path(), &d.path().join(CA_CERT_FILE), &d.path().join(CA_KEY_FILE), &hosts())
+            .expect_err("garbage");
         assert!(matches!(err, TlsError::BadCa { .. }), "{err}");
     }
 
@@ -473,8 +454,8 @@ mod tests {
     /// DESIGN.md "AEAD suites only": every configured suite is ECDHE/TLS 1.3 with AES-GCM or ChaCha20-Poly1305.
     #[test]
     fn server_offers_only_aead_suites() {
-        let d = TempDir::new();
-        let tls = load_or_create(&d.0, &hosts()).expect("tls");
+        let d = TempDir::new("tls");
+        let tls = load_or_create(d.path(), &hosts()).expect("tls");
         let suites: Vec<CipherSuite> = tls.config.crypto_provider().cipher_suites.iter().map(|s| s.suite()).collect();
         assert!(!suites.is_empty());
         for s in &suites {
@@ -529,8 +510,8 @@ mod tests {
     #[tokio::test]
     async fn trusted_client_handshakes_with_tls13() {
         install_crypto_provider();
-        let d = TempDir::new();
-        let tls = load_or_create(&d.0, &hosts()).expect("tls");
+        let d = TempDir::new("tls");
+        let tls = load_or_create(d.path(), &hosts()).expect("tls");
         for name in ["127.0.0.1", "localhost"] {
             let client = client_config_trusting(tls.ca_pem.as_bytes()).expect("client");
             let (v, suite, alpn) = handshake(tls.config.clone(), client, name).await.expect("handshake");
@@ -543,8 +524,8 @@ mod tests {
     /// A TLS 1.2-only client still connects, with an ECDHE AEAD suite.
     #[tokio::test]
     async fn tls12_client_gets_an_aead_suite() {
-        let d = TempDir::new();
-        let tls = load_or_create(&d.0, &hosts()).expect("tls");
+        let d = TempDir::new("tls");
+        let tls = load_or_create(d.path(), &hosts()).expect("tls");
         let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(tls.ca_pem.as_bytes()) {
             roots.add(c.expect("pem")).expect("root");
@@ -562,10 +543,10 @@ mod tests {
     /// A client trusting another CA, or asking for a name not in the certificate, fails.
     #[tokio::test]
     async fn untrusting_client_fails() {
-        let d = TempDir::new();
-        let other = TempDir::new();
-        let tls = load_or_create(&d.0, &hosts()).expect("tls");
-        let stranger = load_or_create(&other.0, &hosts()).expect("other CA");
+        let d = TempDir::new("tls");
+        let other = TempDir::new("tls");
+        let tls = load_or_create(d.path(), &hosts()).expect("tls");
+        let stranger = load_or_create(other.path(), &hosts()).expect("other CA");
         let client = client_config_trusting(stranger.ca_pem.as_bytes()).expect("client");
         let err = handshake(tls.config.clone(), client, "127.0.0.1").await.expect_err("must fail");
         assert!(err.contains("certificate") || err.contains("Certificate"), "{err}");

@@ -282,3 +282,11 @@ impl TestServer {
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
+
+/// A fresh, empty directory under the system temp dir (`roger-it-<tag>-<pid>-<nanos>`).
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("roger-it-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}

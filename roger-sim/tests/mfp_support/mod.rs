@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use roger_sim::mfp::{Mfp, MfpConfig, MfpHandle, PanelState};
 
+pub use super::common::temp_dir;
 use super::common::TestServer;
 
 /// How long a scenario waits for a panel state.
@@ -18,14 +19,6 @@ pub async fn server() -> TestServer {
     let s = TestServer::start().await;
     s.settings(serde_json::json!({ "interval_secs": 1 })).await;
     s
-}
-
-/// A fresh, empty directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!("roger-mfp-it-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 /// A printer for `s`: state in `dir/state`, prints in `dir/out`, push from the server's in-process bus, plain
