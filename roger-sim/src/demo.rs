@@ -20,6 +20,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -152,6 +153,10 @@ pub struct DemoReport {
     pub document_bytes_at_server: u64,
     /// Requests in the API listener's request log (`GET /sim/log`), not counting the `/sim/` control calls.
     pub api_requests: usize,
+    /// Request bodies the API listener received (`GET /sim/traffic`), control calls included.
+    pub api_request_bodies: u64,
+    /// Their bytes in all; every one of them was searched for the documents.
+    pub api_request_body_bytes: u64,
     /// Whether a plaintext password of the story appears in the store (must be false).
     pub secrets_in_store: bool,
     /// Whether the scan's file name (known only to the drive) appears in the store (must be false).
@@ -192,10 +197,12 @@ impl DemoReport {
                 self.drive_bytes_served, self.drive_bytes_received
             ),
             format!(
-                "  document bytes seen at the API server: {} — searched the store (GET /sim/store) and the request log \
-                 ({} API requests) for {} fragments of the {} documents ({} bytes); the server does not count request \
-                 body bytes, so that total was not measured",
+                "  document bytes seen at the API server: {} — searched every request body the API listener received \
+                 ({} bodies, {} bytes), its store (GET /sim/store) and its request log ({} API requests) for {} \
+                 fragments of the {} documents ({} bytes)",
                 self.document_bytes_at_server,
+                self.api_request_bodies,
+                self.api_request_body_bytes,
                 self.api_requests,
                 self.fragments_checked,
                 self.documents_checked,
@@ -296,6 +303,8 @@ async fn until<T>(mut check: impl FnMut() -> Option<T>) -> T {
 /// Everything a running story holds; torn down whatever happens.
 struct World {
     server: RunningServer,
+    /// Every request body the API listener received, as the server's body inspector handed it over.
+    api_bodies: Arc<Mutex<Vec<u8>>>,
     control: Control,
     client: ClientConfig,
     mfp: Option<MfpHandle>,
@@ -316,6 +325,14 @@ pub async fn run_story(options: &DemoOptions, say: &mut (dyn FnMut(&str) + Send)
         ..ServerConfig::default()
     };
     let server = start(config).await.map_err(|e| setup(format!("the server did not start: {e}")))?;
+    // R-DATA-1 evidence: keep every request body the API listener receives, to search it for the documents.
+    let api_bodies = Arc::new(Mutex::new(Vec::new()));
+    let sink = api_bodies.clone();
+    server.shared.traffic.inspect(Arc::new(move |body: &[u8]| {
+        let mut all = sink.lock().unwrap_or_else(|e| e.into_inner());
+        all.extend_from_slice(body);
+        all.push(b'\n');
+    }));
     let ca_pem = match &server.info.ca {
         Some(path) => Some(std::fs::read(path).map_err(|e| setup(format!("cannot read the CA {path}: {e}")))?),
         None => None,
@@ -331,7 +348,7 @@ pub async fn run_story(options: &DemoOptions, say: &mut (dyn FnMut(&str) + Send)
         allow_loopback_http: true,
         request_timeout: Duration::from_secs(10),
     };
-    let mut world = World { server, control, client, mfp: None };
+    let mut world = World { server, api_bodies, control, client, mfp: None };
     let result = story(options, &mut world, say).await;
     if let Some(mfp) = world.mfp.take() {
         mfp.stop().await;
@@ -652,8 +669,15 @@ async fn story(
             .map(|m| m.values().filter(|s| s["completed"] == serde_json::Value::Bool(true)).count())
             .unwrap_or(0);
 
-        // R-DATA-1: search the store and the request log for the documents' contents.
-        let haystack = format!("{store}\n{log}");
+        let traffic = world.control.call(Method::GET, "/sim/traffic", None).await?;
+        report.api_request_bodies = traffic["request_bodies"].as_u64().ok_or("no traffic totals")?;
+        report.api_request_body_bytes = traffic["request_body_bytes"].as_u64().ok_or("no traffic totals")?;
+
+        // R-DATA-1: search what the API listener received, its store and its request log for the documents.
+        let bodies = String::from_utf8_lossy(&world.api_bodies.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+        // What the server keeps (store and log) must hold no password; what it received (login forms) may.
+        let kept = format!("{store}\n{log}");
+        let haystack = format!("{bodies}\n{kept}");
         let mut documents: Vec<Vec<u8>> = Vec::new();
         for r in &printed {
             documents.push(std::fs::read(&r.path).map_err(|e| format!("printed file: {e}"))?);
@@ -671,8 +695,8 @@ async fn story(
                 }
             }
         }
-        report.secrets_in_store = [ADMIN.1, ALICE.1].iter().any(|p| haystack.contains(p));
-        report.scan_name_in_store = haystack.contains(&scan_name);
+        report.secrets_in_store = [ADMIN.1, ALICE.1].iter().any(|p| kept.contains(p));
+        report.scan_name_in_store = kept.contains(&scan_name);
         report.personal_data = personal_data(&store);
         Ok::<_, String>(())
     })
@@ -688,6 +712,7 @@ async fn story(
             format!("{} bytes of document content found at the server", report.document_bytes_at_server)
         })?;
         ensure(report.fragments_checked > 0, || "no document fragment could be searched for".into())?;
+        ensure(report.api_request_body_bytes > 0, || "the API listener's request bodies were not counted".into())?;
         ensure(!report.secrets_in_store, || "a plaintext password is in the store".into())?;
         ensure(!report.scan_name_in_store, || "the scan's file name is in the store".into())?;
         Ok(())

@@ -36,6 +36,7 @@ async fn the_story_does_what_it_says() {
     assert_eq!(report.documents_checked, 3, "two printed documents and the scan");
     assert!(report.fragments_checked >= 3);
     assert!(report.api_requests > 0);
+    assert!(report.api_request_bodies > 0 && report.api_request_body_bytes > 0, "request bodies were counted");
     assert!(!report.secrets_in_store && !report.scan_name_in_store);
 
     assert!(report.disconnected && report.reconnected);

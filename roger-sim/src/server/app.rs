@@ -43,6 +43,8 @@ pub struct Shared {
     pub tls: bool,
     /// The fault plan of `/sim/faults` and its seeded random stream (DESIGN.md "Faults").
     pub faults: Mutex<super::faults::Faults>,
+    /// What the API listener received in request bodies (R-DATA-1 evidence, `GET /sim/traffic`).
+    pub traffic: super::traffic::Traffic,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

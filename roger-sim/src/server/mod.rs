@@ -16,5 +16,6 @@ pub mod run;
 pub mod sim_routes;
 pub mod store;
 pub mod tls;
+pub mod traffic;
 
 pub use run::{start, RunningServer, ServerConfig, ServerInfo, StartError};

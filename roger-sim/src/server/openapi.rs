@@ -783,6 +783,13 @@ fn operations(g: &mut SchemaGenerator) -> Vec<(&'static str, &'static str, Op)> 
                 .answer("200", ok_json("The entries", json!({ "$ref": component("SimLog") }))),
         ),
         (
+            "/sim/traffic",
+            "get",
+            Op::new("simTraffic", "sim", "Request bodies and bytes the API listener received (R-DATA-1 evidence)")
+                .security(control())
+                .answer("200", ok_json("The totals", schema::<super::traffic::TrafficTotals>(g))),
+        ),
+        (
             "/sim/faults",
             "get",
             Op::new("simGetFaults", "sim", "The fault plan and how often each rule was applied")

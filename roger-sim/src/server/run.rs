@@ -142,6 +142,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/sim/settings", get(sim::get_settings).put(sim::put_settings))
         .route("/sim/store", get(sim::store))
         .route("/sim/log", get(sim::log))
+        .route("/sim/traffic", get(sim::traffic))
         .route("/sim/faults", get(sim::get_faults).post(sim::post_faults).delete(sim::delete_faults))
         .route("/openapi.json", get(super::openapi::serve))
         .fallback(|| async { respond::not_found() })
@@ -149,6 +150,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(axum::middleware::from_fn_with_state(shared.clone(), faults::inject))
         .layer(DefaultBodyLimit::max(respond::MAX_BODY))
         .layer(axum::middleware::map_response(no_store))
+        // Outermost: each body the listener receives is counted once, whatever faults do with it.
+        .layer(axum::middleware::map_request_with_state(shared.clone(), super::traffic::count))
         .with_state(shared)
 }
 
@@ -252,6 +255,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         csrf_key,
         tls: tls.is_some(),
         faults: Mutex::new(faults::Faults::default()),
+        traffic: Default::default(),
     });
 
     let (tx, rx) = watch::channel(false);

@@ -141,6 +141,14 @@ pub async fn store(State(s): S, ConnectInfo(peer): ConnectInfo<SocketAddr>, head
     s.read(|core, _| json(200, core.state()))
 }
 
+/// `GET /sim/traffic`: request bodies and their bytes received by the API listener (R-DATA-1 evidence).
+pub async fn traffic(State(s): S, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    if let Err(r) = allowed(&s, &peer, &headers) {
+        return r;
+    }
+    json(200, &s.traffic.totals())
+}
+
 /// The query of `GET /sim/log`.
 #[derive(Deserialize)]
 pub struct Since {
