@@ -307,6 +307,8 @@ struct World {
     api_bodies: Arc<Mutex<Vec<u8>>>,
     control: Control,
     client: ClientConfig,
+    /// TLS for the printer's job endpoint (with `--tls`).
+    job_tls: Option<Arc<rustls::ServerConfig>>,
     mfp: Option<MfpHandle>,
 }
 
@@ -339,16 +341,24 @@ pub async fn run_story(options: &DemoOptions, say: &mut (dyn FnMut(&str) + Send)
     };
     let transport = ReqwestTransport::new(ca_pem.as_deref()).map_err(|e| setup(format!("HTTP client: {e}")))?;
     let control = Control { driver: Driver::new(transport), api: server.info.api.clone() };
+    // The printer's job endpoint certificate, issued by the same CA the clients trust.
+    let job_tls = if options.tls {
+        let tls = crate::server::tls::load_or_create(&options.work_dir.join("tls"), &[])
+            .map_err(|e| setup(format!("job endpoint certificate: {e}")))?;
+        Some(tls.config)
+    } else {
+        None
+    };
     let client = ClientConfig {
         discovery: server.info.discovery.clone(),
         region: None,
         ca_pem,
-        // Plain HTTP only on loopback: the whole API without `--tls`; with it, only the printer's own job
-        // endpoint, which the simulated MFP serves over loopback HTTP (the desktop posts documents there).
-        allow_loopback_http: true,
+        // Plain HTTP on loopback only without `--tls`; with it everything is HTTPS, the printer's job endpoint
+        // included (its certificate comes from the simulator's CA, docs/protocol.md C11).
+        allow_loopback_http: !options.tls,
         request_timeout: Duration::from_secs(10),
     };
-    let mut world = World { server, api_bodies, control, client, mfp: None };
+    let mut world = World { server, api_bodies, control, client, job_tls, mfp: None };
     let result = story(options, &mut world, say).await;
     if let Some(mfp) = world.mfp.take() {
         mfp.stop().await;
@@ -389,6 +399,7 @@ async fn story(
         config.out_dir = Some(options.work_dir.join("printed"));
         config.ca = world.server.info.ca.as_ref().map(PathBuf::from);
         config.allow_loopback_http = !options.tls;
+        config.job_tls = world.job_tls.clone();
         config.push = Some(world.server.shared.bus.clone());
         config.handover_wait = limit;
         // With push healthy the printer may poll a session code only every 30 s (PROTOCOL.md §8); the demo's

@@ -66,3 +66,16 @@ fn the_binary_runs_the_demo_and_prints_the_summary() {
     }
     assert!(!stdout.contains("FAILED"), "{stdout}");
 }
+
+/// `--tls`: the same story with every connection over TLS, the printer's job endpoint included (its certificate
+/// from the simulator's CA); the desktop accepts no plain-HTTP job URL then (R-DISC-2).
+#[tokio::test]
+async fn the_story_runs_over_tls() {
+    let dir = temp_dir("story-tls");
+    let mut options = DemoOptions::new(5, &dir);
+    options.tls = true;
+    let report = run_story(&options, &mut |_: &str| {}).await.unwrap_or_else(|f| panic!("FAILED: {f}"));
+    assert_eq!((report.drive_jobs_printed, report.desktop_jobs_printed), (1, 1), "both jobs printed over TLS");
+    assert_eq!(report.document_bytes_at_server, 0, "R-DATA-1");
+    assert!(report.reconnected);
+}

@@ -84,6 +84,12 @@ pub(crate) async fn serve(core: Arc<Core>, listener: TcpListener) {
         .route(JOB_PATH, post(accept))
         .fallback(|| async { Refusal::new(404, "not_found", "the job endpoint is POST /roger/jobs") })
         .with_state(core.clone());
+    if let Some(tls) = &core.config.job_tls {
+        // The same accept loop as the server's listeners (TLS 1.2+, AEAD suites), stopped by the same signal.
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+        crate::server::run::serve(listener, app, Some(acceptor), shutdown).await;
+        return;
+    }
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -128,6 +128,10 @@ pub struct MfpConfig {
     /// How often a registration or session code is polled while push is healthy (PROTOCOL.md §8: at most 30 s,
     /// the default; longer values are capped at 30 s).
     pub push_relaxed_interval: Duration,
+    /// TLS for the job endpoint (PROTOCOL.md §9 hand-over): `https` with this configuration, or plain `http` on
+    /// loopback when `None`. How printers obtain a certificate desktops trust is open (docs/protocol.md C11); the
+    /// simulator issues one from its own CA ([`crate::server::tls::load_or_create`] on the server's TLS directory).
+    pub job_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl fmt::Debug for MfpConfig {
@@ -148,6 +152,7 @@ impl fmt::Debug for MfpConfig {
             .field("handover_wait", &self.handover_wait)
             .field("request_timeout", &self.request_timeout)
             .field("push_relaxed_interval", &self.push_relaxed_interval)
+            .field("job_tls", &self.job_tls.is_some())
             .finish()
     }
 }
@@ -173,6 +178,7 @@ impl MfpConfig {
             handover_wait: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             push_relaxed_interval: roger_proto::timing::MAX_PUSH_RELAXED_INTERVAL,
+            job_tls: None,
         }
     }
 
@@ -573,6 +579,10 @@ pub struct MfpArgs {
     /// Accept plain http on loopback addresses (R-DISC-2 allows it only for tests).
     #[arg(long)]
     pub allow_loopback_http: bool,
+    /// Serve the job endpoint over TLS with a certificate from the CA in this directory (the simulated server's
+    /// `--tls-dir`, whose CA the desktop trusts); plain HTTP on loopback without it (docs/protocol.md C11).
+    #[arg(long)]
+    pub job_tls_dir: Option<PathBuf>,
 }
 
 /// `roger-sim mfp`: registers (the QR in the terminal and as a PNG, the user code beside it), then runs the panel
@@ -602,6 +612,15 @@ pub async fn run(args: MfpArgs) -> ExitCode {
     config.out_dir = args.out_dir.clone();
     config.auto_register = true;
     config.terminal_qr = true;
+    if let Some(dir) = &args.job_tls_dir {
+        match crate::server::tls::load_or_create(dir, &[]) {
+            Ok(tls) => config.job_tls = Some(tls.config),
+            Err(e) => {
+                eprintln!("roger-sim mfp: job endpoint certificate: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(t), Ok(i)) => (t, i),

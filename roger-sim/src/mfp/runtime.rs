@@ -456,7 +456,8 @@ impl Instance {
 
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(MfpError::Listener)?;
         let addr = listener.local_addr().map_err(MfpError::Listener)?;
-        let job_url = format!("http://{addr}{JOB_PATH}");
+        let scheme = if config.job_tls.is_some() { "https" } else { "http" };
+        let job_url = format!("{scheme}://{addr}{JOB_PATH}");
 
         let (inputs, rx) = mpsc::channel(64);
         let core = Arc::new(Core {

@@ -275,7 +275,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
 }
 
 /// Accepts connections until shutdown; each gets the router with its peer address (for `/sim` access control).
-async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
