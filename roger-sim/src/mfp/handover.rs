@@ -79,25 +79,15 @@ pub(crate) fn parse_ticket_header(headers: &HeaderMap) -> Result<Ticket, Refusal
 
 /// Serves the job endpoint until the printer shuts down.
 pub(crate) async fn serve(core: Arc<Core>, listener: TcpListener) {
-    let mut shutdown = core.shutdown.subscribe();
+    let shutdown = core.shutdown.subscribe();
     let app = Router::new()
         .route(JOB_PATH, post(accept))
         .fallback(|| async { Refusal::new(404, "not_found", "the job endpoint is POST /roger/jobs") })
         .with_state(core.clone());
-    if let Some(tls) = &core.config.job_tls {
-        // The same accept loop as the server's listeners (TLS 1.2+, AEAD suites), stopped by the same signal.
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-        crate::server::run::serve(listener, app, Some(acceptor), shutdown).await;
-        return;
-    }
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await;
-    if let Err(e) = result {
-        core.say(format!("the job endpoint stopped: {e}"));
-    }
+    // The server's own accept loop (TLS 1.2+ with AEAD suites when configured, plain HTTP otherwise), stopped by
+    // the printer's shutdown signal.
+    let acceptor = core.config.job_tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    crate::server::run::serve(listener, app, acceptor, shutdown).await;
 }
 
 /// `POST {job_url}`: see the module documentation.
