@@ -138,6 +138,41 @@ impl<W: Workload> Connection<W> {
 /// The connections of one benchmark, kept open across criterion's samples.
 struct Pool<W> {
     conns: Vec<Connection<W>>,
+    /// Requests sent through [`Pool::run`] and the server threads' CPU time they took, all samples together.
+    cpu: CpuTally,
+}
+
+/// Requests and the CPU time the server threads spent on them.
+#[derive(Debug, Default, Clone, Copy)]
+struct CpuTally {
+    requests: u64,
+    server_cpu: Duration,
+}
+
+impl CpuTally {
+    fn per_cpu_second(&self) -> Option<f64> {
+        let secs = self.server_cpu.as_secs_f64();
+        (secs > 0.0).then(|| self.requests as f64 / secs)
+    }
+}
+
+/// The name of the server runtime's threads, so their CPU time can be told from the clients' and other processes'.
+const SERVER_THREAD: &str = "roger-bench-srv";
+
+/// CPU time (on CPU, nanoseconds) of this process's server threads so far, from `/proc/self/task/*/schedstat`
+/// (Linux). `None` where that is not readable.
+fn server_cpu() -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() != SERVER_THREAD {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+        total += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(Duration::from_nanos(total))
 }
 
 impl<W: Workload> Pool<W> {
@@ -146,13 +181,14 @@ impl<W: Workload> Pool<W> {
         for w in work {
             conns.push(Connection::open(addr, w).await);
         }
-        Self { conns }
+        Self { conns, cpu: CpuTally::default() }
     }
 
     /// Sends `total` requests spread evenly over the connections, all connections at once; returns the wall time.
     async fn run(&mut self, total: u64) -> Duration {
         let conns = std::mem::take(&mut self.conns);
         let n = conns.len() as u64;
+        let cpu_before = server_cpu();
         let start = Instant::now();
         let tasks: Vec<_> = conns
             .into_iter()
@@ -162,7 +198,12 @@ impl<W: Workload> Pool<W> {
         for t in tasks {
             self.conns.push(t.await.expect("a connection task panicked: an unexpected answer"));
         }
-        start.elapsed()
+        let wall = start.elapsed();
+        if let (Some(before), Some(after)) = (cpu_before, server_cpu()) {
+            self.cpu.requests += total;
+            self.cpu.server_cpu += after.saturating_sub(before);
+        }
+        wall
     }
 
     fn answered(&self) -> u64 {
@@ -364,7 +405,12 @@ fn deal<T>(items: Vec<T>) -> Vec<Vec<T>> {
 
 /// The servers' runtime: multi-threaded, 2 workers.
 fn server_runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(SERVER_THREAD)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// The clients' runtime: the bench's own thread (connections progress only while a batch runs).
@@ -410,11 +456,38 @@ fn token_endpoint(c: &mut Criterion) {
         refresh_pool.answered(),
         poll_pool.answered()
     );
+    print_cpu_efficiency(
+        hello_pool.cpu,
+        &[("refresh_token (rotation)", refresh_pool.cpu), ("device_code (pending)", poll_pool.cpu)],
+    );
     drop((hello_pool, refresh_pool, poll_pool));
     srv.block_on(async {
         refresh_server.stop().await;
         poll_server.stop().await;
     });
+}
+
+/// The same comparison by the server threads' CPU time instead of wall time: requests per CPU-second of the two
+/// server workers, ours beside hello-world. Other processes on the machine slow both wall-clock rates unevenly
+/// (the ratio printed by criterion's report moves with the machine's load); the CPU each request costs the server
+/// moves far less, so this line is the one to compare across runs on a shared machine.
+fn print_cpu_efficiency(hello: CpuTally, ours: &[(&str, CpuTally)]) {
+    println!("\nserver CPU efficiency (requests per CPU-second of the server's two workers, all samples of this run):");
+    let Some(base) = hello.per_cpu_second() else {
+        println!("  not measured (no /proc/self/task/*/schedstat)");
+        return;
+    };
+    println!("  axum hello-world                 {base:>9.0}/s");
+    for (name, tally) in ours {
+        match tally.per_cpu_second() {
+            Some(rate) => println!(
+                "  {name:<32} {rate:>9.0}/s   ratio {:.2} (target {:.1})",
+                rate / base,
+                roger_benches::SERVER_TARGET_RATIO
+            ),
+            None => println!("  {name:<32} not measured"),
+        }
+    }
 }
 
 criterion_group!(server, token_endpoint);

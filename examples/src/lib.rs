@@ -10,6 +10,8 @@ use roger_proto::discovery::TransportPolicy;
 use roger_proto::driver::reqwest_transport::ReqwestTransport;
 use roger_proto::lifecycle::PersistedConnection;
 
+pub mod transfer;
+
 /// The options every example printer takes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrinterArgs {

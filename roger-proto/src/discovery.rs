@@ -82,10 +82,13 @@ pub fn check_transport(url: &str, policy: TransportPolicy) -> Result<url::Url, D
     }
 }
 
-/// Whether the URL's host is `localhost` or a loopback address.
+/// Whether the URL's host is `localhost` or a loopback address. For schemes the URL standard does not know
+/// (`amqp`, `amqps`) the host stays an opaque name, so a dotted IPv4 loopback address is recognised there too.
 pub fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+        }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
@@ -155,6 +158,14 @@ mod tests {
         assert!(check_transport("http://[::1]:1", TransportPolicy::AllowLoopbackPlain).is_ok());
         assert!(check_transport("http://10.0.0.1", TransportPolicy::AllowLoopbackPlain).is_err());
         assert!(check_transport("amqp://127.0.0.1", TransportPolicy::TlsOnly).is_err());
+        // A broker URL's host is opaque to the URL standard; a loopback test broker is still recognised.
+        assert!(check_transport("amqp://127.0.0.1:5672", TransportPolicy::AllowLoopbackPlain).is_ok());
+        assert!(check_transport("amqp://127.8.9.1:5672", TransportPolicy::AllowLoopbackPlain).is_ok());
+        assert!(check_transport("amqp://localhost", TransportPolicy::AllowLoopbackPlain).is_ok());
+        assert!(check_transport("amqp://[::1]:5672", TransportPolicy::AllowLoopbackPlain).is_ok());
+        assert!(check_transport("amqp://10.0.0.1:5672", TransportPolicy::AllowLoopbackPlain).is_err());
+        assert!(check_transport("amqp://127.0.0.1.evil.example", TransportPolicy::AllowLoopbackPlain).is_err());
+        assert!(check_transport("amqps://broker.example:5671", TransportPolicy::TlsOnly).is_ok());
         assert!(check_transport("ftp://x", TransportPolicy::AllowLoopbackPlain).is_err());
     }
 

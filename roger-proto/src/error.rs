@@ -256,7 +256,8 @@ pub enum PeerViolation {
     IssuerMismatch,
     /// A URL that is not `https` where TLS is required (R-DISC-2).
     InsecureUrl,
-    /// The QR payload points at another origin than the API (R-QR-4).
+    /// The QR payload points at another origin than the API, or is not `{api}/device?user_code=<the code>`
+    /// (R-QR-4). The MFP displays the canonical payload instead and reports this ([`crate::qr`]).
     ForeignQrOrigin,
     /// A success status with an OAuth error body (tolerated, but reported).
     ErrorInSuccessStatus,

@@ -11,6 +11,9 @@
 //! Rules:
 //! * registration is the device grant of RFC 8628 (PROTOCOL.md §5), polled by [`DevicePoller`]; a lost success
 //!   answer is re-polled with the same device code, which the server honours within 30 s (R-DEV-1);
+//! * the registration QR is displayed only on the API origin (R-QR-4, with [`LifecycleConfig::api`] set): a
+//!   `verification_uri_complete` elsewhere is replaced by the canonical `{api}/device?user_code=…` and reported as
+//!   [`LifecycleEvent::PeerViolation`];
 //! * the device access token is refreshed ahead of expiry, at the latest when 10% of its lifetime is left, and at
 //!   once when someone reports it refused (R-TOK-1);
 //! * every refresh rotates; only the newest refresh token is kept (R-TOK-2) and handed out for persistence as a
@@ -28,7 +31,7 @@ use http::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::device_authorization::{DeviceAuthorizationRequest, DeviceAuthorizationResponse};
-use crate::error::{OAuthErrorCode, ResponseError};
+use crate::error::{OAuthErrorCode, PeerViolation, ResponseError};
 use crate::metadata::Endpoints;
 use crate::poller::{DevicePoller, PollResult, PollerConfig};
 use crate::secret::{AccessToken, RefreshToken, VerificationUriComplete};
@@ -51,6 +54,11 @@ pub struct LifecycleConfig {
     pub refresh_fraction: f64,
     /// Poll cadence during registration while push is healthy (≤ 30 s, PROTOCOL.md §8).
     pub push_relaxed_interval: Duration,
+    /// The API origin (`https://host[:port]`, the metadata's issuer). With it the registration QR is checked
+    /// against it before display (R-QR-4) and built from it when the server omits `verification_uri_complete`;
+    /// without it the received payload is shown as is. The driver's `MfpClient::new` (feature `driver`) fills
+    /// it from the endpoints when unset. Default `None`.
+    pub api: Option<String>,
 }
 
 impl LifecycleConfig {
@@ -62,7 +70,14 @@ impl LifecycleConfig {
             device_serial: device_serial.into(),
             refresh_fraction: 0.8,
             push_relaxed_interval: timing::MAX_PUSH_RELAXED_INTERVAL,
+            api: None,
         }
+    }
+
+    /// The same settings with the API origin to check registration QRs against (R-QR-4).
+    pub fn with_api(mut self, api: impl Into<String>) -> Self {
+        self.api = Some(api.into());
+        self
     }
 }
 
@@ -159,6 +174,11 @@ pub enum LifecycleEvent {
     DeviceTokenRefreshed,
     /// The printer is disconnected (R-TOK-4).
     Disconnected(DisconnectReason),
+    /// The server broke a rule the lifecycle tolerates, and the lifecycle did the safe thing instead. Today:
+    /// [`PeerViolation::ForeignQrOrigin`] (R-QR-4), a registration `verification_uri_complete` that is not
+    /// `{api}/device?user_code=<the code>` on the API origin: the [`LifecycleEvent::ShowRegistration`] that
+    /// follows carries the canonical URI instead. Report it.
+    PeerViolation(PeerViolation),
 }
 
 /// A request the lifecycle wants sent.
@@ -283,6 +303,19 @@ impl Connection {
     /// The client id.
     pub fn client_id(&self) -> &str {
         &self.config.client_id
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LifecycleConfig {
+        &self.config
+    }
+
+    /// Sets the API origin registration QRs are checked against (R-QR-4) when the configuration has none
+    /// ([`LifecycleConfig::api`]; a driver calls it with the metadata's issuer once discovery is done).
+    pub fn set_api_if_unset(&mut self, api: &str) {
+        if self.config.api.is_none() {
+            self.config.api = Some(api.to_owned());
+        }
     }
 
     /// The device access token, if one is held and unexpired at `now` (for device-bound authentication, §7).
@@ -469,12 +502,26 @@ impl Connection {
                     PollerConfig { push_relaxed_interval: self.config.push_relaxed_interval, device_bound: false },
                 );
                 poller.set_push_healthy(self.push_healthy);
-                let payload = auth.verification_uri_complete.clone().unwrap_or_else(|| {
-                    VerificationUriComplete::new(crate::qr::verification_uri_complete(
-                        auth.verification_uri.trim_end_matches("/device").trim_end_matches('/'),
-                        &auth.user_code,
-                    ))
-                });
+                let payload = match &self.config.api {
+                    // R-QR-4: a payload on another origin (or for another code) is never displayed.
+                    Some(api) => {
+                        let (payload, refused) = crate::qr::displayable_payload(
+                            auth.verification_uri_complete.as_ref(),
+                            api,
+                            &auth.user_code,
+                        );
+                        if refused.is_some() {
+                            self.events.push_back(LifecycleEvent::PeerViolation(PeerViolation::ForeignQrOrigin));
+                        }
+                        payload
+                    }
+                    None => auth.verification_uri_complete.clone().unwrap_or_else(|| {
+                        VerificationUriComplete::new(crate::qr::verification_uri_complete(
+                            auth.verification_uri.trim_end_matches("/device").trim_end_matches('/'),
+                            &auth.user_code,
+                        ))
+                    }),
+                };
                 self.events.push_back(LifecycleEvent::ShowRegistration {
                     verification_uri_complete: payload,
                     user_code_display: auth.user_code.display().to_string(),
@@ -647,6 +694,54 @@ mod tests {
         assert!(matches!(c.poll_transmit(t1), Some(LifecycleTransmit::RegistrationPoll(_))));
         c.handle_response(t1, &token_answer("at1", "rt1", 100));
         (c, t1)
+    }
+
+    /// The registration QR a connection with API origin `https://a` shows for a code answer whose
+    /// `verification_uri_complete` is `vuc` (absent: `None`), and the events before it.
+    fn shown_registration(api: Option<&str>, vuc: Option<&str>) -> (Vec<LifecycleEvent>, String) {
+        let t0 = Instant::now();
+        let mut config = LifecycleConfig::new("emb-acme", "MX-1", "SN1");
+        if let Some(api) = api {
+            config = config.with_api(api);
+        }
+        let mut c = Connection::new(config);
+        c.start_registration(t0);
+        assert!(matches!(c.poll_transmit(t0), Some(LifecycleTransmit::RegistrationCode(_))));
+        let vuc = vuc.map(|v| format!(r#","verification_uri_complete":"{v}""#)).unwrap_or_default();
+        let body = format!(
+            r#"{{"device_code":"dc1","user_code":"WDJBMJHT","verification_uri":"https://a/device"{vuc},"expires_in":600,"interval":5,"request_id":"r1"}}"#
+        );
+        c.handle_response(t0, &resp(200, &body));
+        let mut ev = drain(&mut c);
+        let Some(LifecycleEvent::ShowRegistration { verification_uri_complete, user_code_display, .. }) = ev.pop()
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(user_code_display, "WDJB-MJHT", "R-QR-1: the user code beside the QR is unchanged");
+        assert_eq!(c.state(), ConnectionState::Registering, "the code itself is still polled");
+        (ev, verification_uri_complete.secret().to_owned())
+    }
+
+    /// R-QR-4 (MFP side, RFC 8628 §5.4): with the API origin known, a registration QR on another origin (or for
+    /// another code) is not displayed; the canonical `{api}/device?user_code=…` is, and the violation is reported.
+    #[test]
+    fn foreign_registration_qr_is_not_displayed() {
+        let own = "https://a/device?user_code=WDJBMJHT";
+        let violation = vec![LifecycleEvent::PeerViolation(PeerViolation::ForeignQrOrigin)];
+        assert_eq!(shown_registration(Some("https://a"), Some(own)), (vec![], own.to_owned()));
+        assert_eq!(shown_registration(Some("https://a"), None), (vec![], own.to_owned()));
+        for bad in [
+            "https://phish.example/device?user_code=WDJBMJHT",
+            "https://a:8443/device?user_code=WDJBMJHT",
+            "https://a/device?user_code=BBBBBBBB",
+            "https://a/elsewhere?user_code=WDJBMJHT",
+        ] {
+            assert_eq!(shown_registration(Some("https://a"), Some(bad)), (violation.clone(), own.to_owned()), "{bad}");
+        }
+        // Without an API origin there is nothing to compare with: the payload is shown as received.
+        let phish = "https://phish.example/device?user_code=WDJBMJHT";
+        assert_eq!(shown_registration(None, Some(phish)), (vec![], phish.to_owned()));
+        assert_eq!(LifecycleConfig::new("emb-acme", "MX-1", "SN1").api, None);
     }
 
     /// PROTOCOL.md §5: unregistered → registering → connected, with the state to persist.

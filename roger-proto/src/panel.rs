@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 
 use crate::device_authorization::{DeviceAuthorizationRequest, DeviceAuthorizationResponse};
-use crate::error::{OAuthErrorCode, ResponseError};
+use crate::error::{OAuthErrorCode, PeerViolation, ResponseError};
 use crate::metadata::Endpoints;
 use crate::poller::{DevicePoller, PollResult, PollerConfig, PollerEvent};
 use crate::revocation::RevocationRequest;
@@ -52,6 +52,9 @@ const MAX_INTERVAL_SECS: u64 = 3_600;
 const MAX_REVOCATIONS: usize = 8;
 /// At most this many abandoned token requests are remembered (to revoke a token they may still yield).
 const MAX_ORPHANS: usize = 4;
+/// At most this many replaced session codes are still polled (R-QR-3). Rotation keeps one outgoing code alive
+/// for the 10 s before its expiry; the second slot covers a code that is still waiting for a late poll answer.
+const MAX_OUTGOING: usize = 2;
 
 /// Settings of a panel session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +181,7 @@ impl PanelTransmit {
 #[derive(Clone, PartialEq, Eq)]
 pub struct QrCode {
     /// The QR payload, `{api}/device?user_code=XXXXXXXX` (RFC 8628 §3.3.1, PROTOCOL.md §5.2); built from the
-    /// API origin when the server omitted it.
+    /// API origin when the server omitted it or sent one on another origin (R-QR-4).
     pub verification_uri_complete: VerificationUriComplete,
     /// The user code as shown next to the QR: `XXXX-XXXX` (R-QR-1, RFC 8628 §6.1).
     pub user_code_display: String,
@@ -237,6 +240,11 @@ pub enum PanelEvent {
     QrExpired,
     /// The user denied the session code (RFC 8628 §3.5 `access_denied`, or `invalid_grant`); a fresh QR follows.
     QrDenied,
+    /// The server broke a rule the panel tolerates, and the panel did the safe thing instead. Today:
+    /// [`PeerViolation::ForeignQrOrigin`] (R-QR-4), a `verification_uri_complete` that is not
+    /// `{api}/device?user_code=<the code>` on the API origin: it is not displayed; the QR shows that canonical URI
+    /// built from the configured API origin instead ([`crate::qr::displayable_payload`]). Report it.
+    PeerViolation(PeerViolation),
     /// A user signed in (step 1 by QR, or a PIN login; PROTOCOL.md §8).
     SessionStarted {
         /// The user of the session token.
@@ -321,7 +329,7 @@ impl Slot {
     }
 }
 
-/// A session code on display, with its poller.
+/// A session code on display (or replaced but still live, R-QR-3), with its poller.
 #[derive(Debug)]
 struct ShownCode {
     qr: QrCode,
@@ -402,8 +410,13 @@ struct PendingRevocation {
 ///
 /// # Rules
 /// * idle: a session QR (`scope=roger.release`, device-bound) is shown with its user code (R-QR-1) and renewed
-///   10 s before it expires (R-QR-3, [`timing::qr_renew_after`]); a failed renewal backs off (PROTOCOL.md §12)
-///   while the old QR stays up until it expires;
+///   10 s before it expires (R-QR-3, [`timing::qr_renew_after`]) and the new code replaces it on the display as
+///   soon as it arrives; a failed renewal backs off (PROTOCOL.md §12) while the old QR stays up until it expires;
+/// * a replaced code is still polled until it expires or is answered (R-QR-3 SHOULD, docs/protocol.md §5.3), so a
+///   user who scanned it just before the QR changed still signs in; its doorbells are honoured too;
+/// * a `verification_uri_complete` that is not `{api}/device?user_code=<the code>` on the API origin is never
+///   displayed: the QR shows the canonical URI instead and [`PanelEvent::PeerViolation`] reports
+///   [`PeerViolation::ForeignQrOrigin`] (R-QR-4);
 /// * the code is polled by a [`DevicePoller`] (R-POLL-1, RFC 8628 §3.5); a doorbell for its `request_id` polls at
 ///   the earliest allowed moment (PROTOCOL.md §8);
 /// * step 2 and the PIN login use the password grant only when enabled (RFC 9700 §2.4); the secret is held only
@@ -429,8 +442,9 @@ pub struct PanelSession {
     code_token_failures: u32,
     /// The code on display (idle only).
     current: Option<ShownCode>,
-    /// A renewal that arrived while a poll of the current code was in flight; shown once that poll is answered.
-    next: Option<ShownCode>,
+    /// Codes replaced on the display but still live, oldest first: polled until they expire or are answered, so an
+    /// approval given in their last seconds is not lost (R-QR-3). At most [`MAX_OUTGOING`].
+    outgoing: Vec<ShownCode>,
     password: Option<PasswordFlow>,
     session: Option<UserSession>,
     revocations: Vec<PendingRevocation>,
@@ -454,7 +468,7 @@ impl PanelSession {
             code_failures: 0,
             code_token_failures: 0,
             current: None,
-            next: None,
+            outgoing: Vec::new(),
             password: None,
             session: None,
             revocations: Vec::new(),
@@ -518,6 +532,12 @@ impl PanelSession {
         self.current.as_ref().map(|c| &c.qr)
     }
 
+    /// The replaced session codes that are still polled (R-QR-3: until they expire or are answered), oldest
+    /// first. They are not on display; for tests and diagnostics.
+    pub fn outgoing_qrs(&self) -> impl Iterator<Item = &QrCode> + '_ {
+        self.outgoing.iter().map(|c| &c.qr)
+    }
+
     /// Whether the panel holds a PIN or password (R-PWD-1: only while its request is outstanding or awaiting a
     /// retry of that same request). For tests and audits.
     pub fn holds_password(&self) -> bool {
@@ -533,7 +553,7 @@ impl PanelSession {
     pub fn outstanding_requests(&self) -> usize {
         let mut n = 0;
         n += usize::from(matches!(self.code_request, Some(Slot::InFlight(_))));
-        n += self.current.iter().filter(|c| c.poll.is_some()).count();
+        n += self.current.iter().chain(&self.outgoing).filter(|c| c.poll.is_some()).count();
         n += usize::from(matches!(self.password.as_ref().map(|p| p.slot), Some(Slot::InFlight(_))));
         n += self.revocations.iter().filter(|r| matches!(r.slot, Slot::InFlight(_))).count();
         n + self.orphans.len()
@@ -546,19 +566,23 @@ impl PanelSession {
     /// least every 30 s; doorbells then bring the poll forward).
     pub fn set_push_healthy(&mut self, healthy: bool) {
         self.push_healthy = healthy;
-        for c in self.current.iter_mut().chain(self.next.iter_mut()) {
+        for c in self.current.iter_mut().chain(self.outgoing.iter_mut()) {
             c.poller.set_push_healthy(healthy);
         }
     }
 
     /// A push doorbell `code.approved` / `code.denied` with `request_id` (PROTOCOL.md §8, R-PUSH-1): when it is the
-    /// shown code's, poll at the earliest moment the interval allows (never earlier, R-POLL-1). Others are ignored.
+    /// shown code's, or a replaced code's that is still live (R-QR-3), poll that code at the earliest moment the
+    /// interval allows (never earlier, R-POLL-1). Others are ignored.
     pub fn handle_doorbell(&mut self, now: Instant, request_id: &str) {
-        if let Some(c) = &mut self.current {
-            if c.qr.request_id.as_deref() == Some(request_id) {
-                c.poller.handle_doorbell(now);
-                self.after_poller(now);
-            }
+        let code = self
+            .current
+            .iter_mut()
+            .chain(self.outgoing.iter_mut())
+            .find(|c| c.qr.request_id.as_deref() == Some(request_id));
+        if let Some(c) = code {
+            c.poller.handle_doorbell(now);
+            self.after_poller(now);
         }
     }
 
@@ -577,7 +601,7 @@ impl PanelSession {
     /// The lifecycle has a fresh device token (after [`PanelEvent::NeedDeviceToken`]): every request that was
     /// refused with `401 invalid_client` is retried (PROTOCOL.md §7, R-TOK-1).
     pub fn handle_device_token(&mut self, now: Instant) {
-        for c in self.current.iter_mut().chain(self.next.iter_mut()) {
+        for c in self.current.iter_mut().chain(self.outgoing.iter_mut()) {
             c.poller.handle_device_token(now);
         }
         if self.code_request == Some(Slot::AwaitingDeviceToken) {
@@ -675,11 +699,9 @@ impl PanelSession {
     pub fn handle_response(&mut self, now: Instant, id: PanelRequestId, response: &Response<Vec<u8>>) {
         if self.code_request.is_some_and(|s| s.is(id)) {
             self.on_code_answer(now, crate::device_authorization::classify(response));
-        } else if self.current.as_ref().is_some_and(|c| c.poll == Some(id)) {
-            if let Some(c) = &mut self.current {
-                c.poll = None;
-                c.poller.handle_response(now, response);
-            }
+        } else if let Some(c) = self.code_polled_by(id) {
+            c.poll = None;
+            c.poller.handle_response(now, response);
         } else if self.password.as_ref().is_some_and(|p| p.slot.is(id)) {
             self.on_password_answer(now, crate::token::classify(response));
         } else if let Some(pos) = self.revocations.iter().position(|r| r.slot.is(id)) {
@@ -699,11 +721,9 @@ impl PanelSession {
     pub fn handle_transport_error(&mut self, now: Instant, id: PanelRequestId) {
         if self.code_request.is_some_and(|s| s.is(id)) {
             self.code_failed(now, None);
-        } else if self.current.as_ref().is_some_and(|c| c.poll == Some(id)) {
-            if let Some(c) = &mut self.current {
-                c.poll = None;
-                c.poller.handle_transport_error(now);
-            }
+        } else if let Some(c) = self.code_polled_by(id) {
+            c.poll = None;
+            c.poller.handle_transport_error(now);
         } else if self.password.as_ref().is_some_and(|p| p.slot.is(id)) {
             self.password_retry(now, None);
         } else if let Some(pos) = self.revocations.iter().position(|r| r.slot.is(id)) {
@@ -731,7 +751,7 @@ impl PanelSession {
                 self.finish_password(PinRejectReason::Unavailable);
             }
         }
-        for c in self.current.iter_mut().chain(self.next.iter_mut()) {
+        for c in self.current.iter_mut().chain(self.outgoing.iter_mut()) {
             c.poller.handle_timeout(now);
         }
         self.after_poller(now);
@@ -769,7 +789,8 @@ impl PanelSession {
         }
         if self.session.is_none() {
             let id = PanelRequestId(self.next_id);
-            if let Some(c) = &mut self.current {
+            // The shown code first, then the replaced codes still live (R-QR-3); each keeps its own interval.
+            for c in self.current.iter_mut().chain(self.outgoing.iter_mut()) {
                 if c.poll.is_none() && c.poller.poll_transmit(now).is_some() {
                     self.next_id += 1;
                     c.poll = Some(id);
@@ -812,7 +833,7 @@ impl PanelSession {
             }
         }
         if self.session.is_none() {
-            if let Some(c) = &self.current {
+            for c in self.current.iter().chain(&self.outgoing) {
                 add(c.poller.poll_timeout());
                 if !c.poller.is_in_flight() && !c.poller.is_finished() {
                     add(Some(c.poller.expires_at()));
@@ -853,7 +874,7 @@ impl PanelSession {
     /// Ask for a session code as soon as allowed (idle only), unless one is already coming or the code requests
     /// are backing off after failures (PROTOCOL.md §12: the doubled wait holds until the next answer).
     fn fetch_code_now(&mut self, now: Instant) {
-        if self.session.is_some() || self.next.is_some() {
+        if self.session.is_some() {
             return;
         }
         match self.code_request {
@@ -885,9 +906,15 @@ impl PanelSession {
             ..auth
         };
         let lifetime = Duration::from_secs(auth.expires_in);
-        let uri = auth.verification_uri_complete.clone().unwrap_or_else(|| {
-            VerificationUriComplete::new(crate::qr::verification_uri_complete(&self.endpoints.api, &auth.user_code))
-        });
+        // R-QR-4: a payload on another origin (or for another code) is never displayed; the canonical URI is.
+        let (uri, refused) = crate::qr::displayable_payload(
+            auth.verification_uri_complete.as_ref(),
+            &self.endpoints.api,
+            &auth.user_code,
+        );
+        if refused.is_some() {
+            self.events.push_back(PanelEvent::PeerViolation(PeerViolation::ForeignQrOrigin));
+        }
         let qr = QrCode {
             verification_uri_complete: uri,
             user_code_display: crate::user_code::format_for_display(auth.user_code.secret()),
@@ -900,11 +927,27 @@ impl PanelSession {
         // R-QR-3: the next code is fetched 10 s before this one expires (never sooner than 1 s from now).
         let renew = timing::qr_renew_after(lifetime).max(MIN_CODE_REQUEST_GAP);
         self.code_request = Some(Slot::Due(Some(after(now, renew))));
-        if let Some(mut old) = self.next.take() {
-            old.poller.cancel();
+        // R-QR-3: the new code is shown at once; the one it replaces is still polled until it expires or is
+        // answered (a poll in flight stays with it), so a scan made just before the switch still signs in.
+        if let Some(old) = self.current.take() {
+            if !old.poller.is_finished() {
+                self.outgoing.push(old);
+            }
         }
-        self.next = Some(ShownCode { qr, poller, poll: None });
-        self.maybe_switch();
+        while self.outgoing.len() > MAX_OUTGOING {
+            let mut oldest = self.outgoing.remove(0);
+            oldest.poller.cancel();
+            if let Some(id) = oldest.poll {
+                self.add_orphan(id);
+            }
+        }
+        self.events.push_back(PanelEvent::ShowQr(qr.clone()));
+        self.current = Some(ShownCode { qr, poller, poll: None });
+    }
+
+    /// The session code (shown or outgoing) whose poll `id` is in flight.
+    fn code_polled_by(&mut self, id: PanelRequestId) -> Option<&mut ShownCode> {
+        self.current.iter_mut().chain(self.outgoing.iter_mut()).find(|c| c.poll == Some(id))
     }
 
     fn code_failed(&mut self, now: Instant, retry_after: Option<Duration>) {
@@ -913,27 +956,8 @@ impl PanelSession {
         self.code_request = Some(Slot::Due(Some(after(now, wait))));
     }
 
-    /// Shows the renewed code once no poll of the old one is in flight (its answer might be the approval).
-    fn maybe_switch(&mut self) {
-        if self.session.is_some() {
-            if let Some(mut n) = self.next.take() {
-                n.poller.cancel();
-            }
-            return;
-        }
-        if self.next.is_none() || self.current.as_ref().is_some_and(|c| c.poll.is_some()) {
-            return;
-        }
-        if let Some(mut old) = self.current.take() {
-            old.poller.cancel();
-        }
-        if let Some(n) = self.next.take() {
-            self.events.push_back(PanelEvent::ShowQr(n.qr.clone()));
-            self.current = Some(n);
-        }
-    }
-
-    /// Drains the poller's events and acts on its result; then shows a pending renewal if possible.
+    /// Drains the pollers' events and acts on their results: the shown code's as [`Self::on_poll_result`] says;
+    /// a replaced code's approval opens the session (R-QR-3), any other end of it just drops it.
     fn after_poller(&mut self, now: Instant) {
         let mut need_token = false;
         let mut result = None;
@@ -945,33 +969,43 @@ impl PanelSession {
                 }
             }
         }
-        if let Some(n) = &mut self.next {
-            // A stashed code is not polled yet; it only ends by expiry, which the renewal supersedes anyway.
-            while let Some(ev) = n.poller.poll_event() {
-                if ev == PollerEvent::Finished {
-                    let _ = n.poller.take_result();
+        let mut granted = Vec::new();
+        for c in &mut self.outgoing {
+            while let Some(ev) = c.poller.poll_event() {
+                match ev {
+                    PollerEvent::NeedDeviceToken => need_token = true,
+                    PollerEvent::Finished => {
+                        if let Some(PollResult::Granted(t)) = c.poller.take_result() {
+                            granted.push(t);
+                        }
+                    }
                 }
             }
-            if n.poller.is_finished() {
-                self.next = None;
-            }
         }
+        // Denied, expired or refused outgoing codes simply go: the display already shows their successor.
+        self.outgoing.retain(|c| !c.poller.is_finished());
         if need_token {
             self.request_device_token();
         }
         if let Some(r) = result {
             self.on_poll_result(now, r);
         }
-        self.maybe_switch();
+        for t in granted {
+            if self.session.is_none() {
+                // The user scanned the previous QR just before it changed: their approval still counts.
+                self.start_session(now, *t, scope::RELEASE, None);
+            } else {
+                // A second approval in the same instant: that token is nobody's (RFC 7009).
+                self.queue_revocation(now, &t.access_token);
+            }
+        }
     }
 
+    /// The shown code's poll flow ended (PROTOCOL.md §8, RFC 8628 §3.5).
     fn on_poll_result(&mut self, now: Instant, result: PollResult) {
         match result {
-            PollResult::Granted(t) => {
-                self.start_session(now, *t, scope::RELEASE, None);
-                return;
-            }
-            PollResult::Cancelled => return,
+            PollResult::Granted(t) => self.start_session(now, *t, scope::RELEASE, None),
+            PollResult::Cancelled => {}
             PollResult::Denied | PollResult::InvalidGrant => {
                 self.current = None;
                 self.events.push_back(PanelEvent::QrDenied);
@@ -979,36 +1013,30 @@ impl PanelSession {
             }
             PollResult::Expired => {
                 self.current = None;
-                if self.next.is_none() {
-                    self.events.push_back(PanelEvent::QrExpired);
-                }
+                self.events.push_back(PanelEvent::QrExpired);
                 self.fetch_code_now(now);
             }
             PollResult::Failed(_) | PollResult::ClientRejected => {
                 self.current = None;
-                if self.next.is_none() {
-                    self.events.push_back(PanelEvent::QrExpired);
-                    // A server refusing polls outright: back off before the next code (PROTOCOL.md §12).
-                    if matches!(self.code_request, None | Some(Slot::Due(_))) {
-                        self.code_failed(now, None);
-                    }
+                self.events.push_back(PanelEvent::QrExpired);
+                // A server refusing polls outright: back off before the next code (PROTOCOL.md §12).
+                if matches!(self.code_request, None | Some(Slot::Due(_))) {
+                    self.code_failed(now, None);
                 }
             }
         }
-        self.maybe_switch();
     }
 
     /// Opens a user session with a QR grant or a PIN login (PROTOCOL.md §8).
     fn start_session(&mut self, now: Instant, t: TokenResponse, requested: &str, username: Option<&str>) {
-        // Leave idle: the QR goes away, its pending requests become stale.
-        if let Some(mut c) = self.current.take() {
+        // Leave idle: the QR and the outgoing codes go away, their pending polls become stale (a token such a
+        // poll still yields is revoked).
+        let codes: Vec<ShownCode> = self.current.take().into_iter().chain(self.outgoing.drain(..)).collect();
+        for mut c in codes {
             c.poller.cancel();
             if let Some(id) = c.poll {
                 self.add_orphan(id);
             }
-        }
-        if let Some(mut n) = self.next.take() {
-            n.poller.cancel();
         }
         self.code_request = None;
         self.code_failures = 0;
@@ -1372,7 +1400,8 @@ mod tests {
         assert_eq!(qr.user_code_display.len(), 9);
     }
 
-    /// R-QR-3: the next code is fetched 10 s before expiry; when it arrives it replaces the old one.
+    /// R-QR-3: the next code is fetched 10 s before expiry; when it arrives it replaces the old one on the display
+    /// at once, and the old one is still polled (at its own interval) until it expires.
     #[test]
     fn qr_renewed_10s_before_expiry() {
         let t0 = Instant::now();
@@ -1402,13 +1431,159 @@ mod tests {
         let [PanelEvent::ShowQr(qr)] = ev.as_slice() else { panic!("{ev:?}") };
         assert_eq!(qr.request_id.as_deref(), Some("req-2"));
         assert_eq!(p.current_qr().unwrap().request_id.as_deref(), Some("req-2"));
-        // The old poller is gone: the next poll is of the new code, 5 s after it arrived.
+        let outgoing: Vec<_> = p.outgoing_qrs().map(|q| q.request_id.clone()).collect();
+        assert_eq!(outgoing, vec![Some("req-1".to_owned())]);
+        // At 115 s both codes are due: the new one 5 s after it arrived, the old one 5 s after its last poll.
         assert_eq!(p.poll_timeout(), Some(t0 + s(115)));
-        let tx = one(&mut p, t0 + s(115));
+        let mut polled: Vec<String> = transmits(&mut p, t0 + s(115))
+            .into_iter()
+            .map(|tx| {
+                let PanelTransmit::Poll { id, request: TokenRequest::DeviceCode { device_code, .. } } = tx else {
+                    panic!("{tx:?}")
+                };
+                p.handle_response(t0 + s(115), id, &oauth_err(400, "authorization_pending"));
+                device_code.secret().to_owned()
+            })
+            .collect();
+        polled.sort();
+        assert_eq!(polled, vec!["dc-secret-1", "dc-secret-2"]);
+        // The old code is polled up to its expiry at 120 s and never after; its end changes nothing on display.
+        p.handle_timeout(t0 + s(120));
+        assert_eq!(p.outgoing_qrs().count(), 0);
+        assert!(events(&mut p).is_empty(), "no QrExpired: the display already shows the successor");
+        let tx = one(&mut p, t0 + s(120));
         let PanelTransmit::Poll { request: TokenRequest::DeviceCode { device_code, .. }, .. } = tx else {
             panic!("{tx:?}")
         };
         assert_eq!(device_code.secret(), "dc-secret-2");
+    }
+
+    /// Answers every due request with `authorization_pending` (polls) up to `until`, returning the last instant.
+    fn pending_until(p: &mut PanelSession, until: Instant) {
+        while let Some(t) = p.poll_timeout().filter(|t| *t < until) {
+            p.handle_timeout(t);
+            for tx in transmits(p, t) {
+                assert!(matches!(tx, PanelTransmit::Poll { .. }), "only polls: {tx:?}");
+                p.handle_response(t, tx.id(), &oauth_err(400, "authorization_pending"));
+            }
+        }
+    }
+
+    /// R-QR-3 (SHOULD; docs/protocol.md §5.3): a user who scanned the QR just before it changed still signs in.
+    /// The renewal replaces the QR even while a poll of the old code is in flight; that poll's answer and the
+    /// later polls of the old code still count, and its approval opens the session.
+    #[test]
+    fn approval_of_outgoing_code_opens_session() {
+        let t0 = Instant::now();
+        let mut p = idle_with_qr(PanelConfig::default(), t0);
+        events(&mut p);
+        pending_until(&mut p, t0 + s(110));
+        let txs = transmits(&mut p, t0 + s(110));
+        let code = txs.iter().find(|x| matches!(x, PanelTransmit::SessionCode { .. })).expect("renewal").id();
+        let old_poll = txs.iter().find(|x| matches!(x, PanelTransmit::Poll { .. })).expect("old code's poll").id();
+        // The renewal arrives while the old code's poll is out: shown at once (R-QR-3 "as soon as it has it").
+        p.handle_response(t0 + s(110), code, &resp(200, &code_body(2, 120, 5, true)));
+        let ev = events(&mut p);
+        assert!(matches!(ev.as_slice(), [PanelEvent::ShowQr(q)] if q.request_id.as_deref() == Some("req-2")), "{ev:?}");
+        assert_eq!(p.outstanding_requests(), 1, "the old code's poll is still awaited");
+        p.handle_response(t0 + s(111), old_poll, &oauth_err(400, "authorization_pending"));
+        // At 115 s: the user approved the old code in its last seconds; its poll is answered with the token.
+        let mut new_poll = None;
+        for tx in transmits(&mut p, t0 + s(115)) {
+            let PanelTransmit::Poll { id, request: TokenRequest::DeviceCode { device_code, .. } } = &tx else {
+                panic!("{tx:?}")
+            };
+            if device_code.secret() == "dc-secret-1" {
+                p.handle_response(
+                    t0 + s(115),
+                    *id,
+                    &resp(200, &token_body("at-secret-1", "roger.release", "alice", 1200)),
+                );
+            } else {
+                new_poll = Some(*id);
+            }
+        }
+        let ev = events(&mut p);
+        assert!(
+            matches!(ev.as_slice(), [PanelEvent::SessionStarted { user, .. }] if user.username == "alice"),
+            "{ev:?}"
+        );
+        assert_eq!(p.state(), PanelState::Step1);
+        assert!(p.current_qr().is_none() && p.outgoing_qrs().count() == 0);
+        assert_eq!(p.release_token().unwrap().secret(), "at-secret-1");
+        // The new code's poll was abandoned with the QR; a token it still yields is nobody's and is revoked.
+        let new_poll = new_poll.expect("the new code was polled too");
+        p.handle_response(t0 + s(115), new_poll, &resp(200, &token_body("at-secret-2", "roger.release", "bob", 1200)));
+        assert_eq!(p.user().unwrap().username, "alice");
+        let PanelTransmit::Revoke { request, .. } = one(&mut p, t0 + s(115)) else { panic!() };
+        assert_eq!(request.token.secret(), "at-secret-2");
+    }
+
+    /// R-QR-3 / PROTOCOL.md §8: a doorbell for the outgoing code brings its poll forward; a denial of it changes
+    /// nothing on display (the successor stays, no QrDenied).
+    #[test]
+    fn outgoing_code_doorbell_and_denial() {
+        let t0 = Instant::now();
+        let mut p = idle_with_qr(PanelConfig::default(), t0);
+        p.set_push_healthy(true); // relaxed cadence: only a doorbell makes an early poll
+        events(&mut p);
+        pending_until(&mut p, t0 + s(110));
+        let code = transmits(&mut p, t0 + s(110))
+            .into_iter()
+            .find(|x| matches!(x, PanelTransmit::SessionCode { .. }))
+            .expect("renewal at 110 s");
+        p.handle_response(t0 + s(110), code.id(), &resp(200, &code_body(2, 120, 5, true)));
+        events(&mut p);
+        let before = p.poll_timeout().unwrap();
+        assert!(before > t0 + s(116), "relaxed polling with push healthy: {:?}", before - t0);
+        p.handle_doorbell(t0 + s(116), "req-1");
+        let tx = one(&mut p, t0 + s(116));
+        let PanelTransmit::Poll { id, request: TokenRequest::DeviceCode { device_code, .. } } = tx else {
+            panic!("{tx:?}")
+        };
+        assert_eq!(device_code.secret(), "dc-secret-1");
+        p.handle_response(t0 + s(116), id, &oauth_err(400, "access_denied"));
+        assert!(events(&mut p).is_empty(), "the denial of a replaced code is silent");
+        assert_eq!(p.outgoing_qrs().count(), 0);
+        assert_eq!(p.current_qr().unwrap().request_id.as_deref(), Some("req-2"));
+        assert_eq!(p.state(), PanelState::Idle);
+        assert!(!transmits(&mut p, t0 + s(117)).iter().any(|x| matches!(x, PanelTransmit::SessionCode { .. })));
+    }
+
+    /// R-QR-4 (MFP side, RFC 8628 §5.4): a session code whose `verification_uri_complete` is on another origin is
+    /// not displayed; the canonical `{api}/device?user_code=…` is, with the same user code, and the violation is
+    /// reported. The code itself still works.
+    #[test]
+    fn foreign_session_qr_is_not_displayed() {
+        let t0 = Instant::now();
+        let mut p = PanelSession::new(PanelConfig::default(), CID, ep());
+        let tx = one(&mut p, t0);
+        let foreign = code_body(1, 120, 5, true).replace(
+            &format!(r#""verification_uri_complete":"{API}"#),
+            r#""verification_uri_complete":"https://phish.example"#,
+        );
+        assert!(foreign.contains("phish.example/device?user_code="));
+        p.handle_response(t0, tx.id(), &resp(200, &foreign));
+        let ev = events(&mut p);
+        let [PanelEvent::PeerViolation(PeerViolation::ForeignQrOrigin), PanelEvent::ShowQr(qr)] = ev.as_slice() else {
+            panic!("{ev:?}")
+        };
+        let uc = user_code(1);
+        assert_eq!(qr.verification_uri_complete.secret(), format!("{API}/device?user_code={uc}"));
+        assert_eq!(qr.user_code_display, format!("{}-{}", &uc[..4], &uc[4..]));
+        assert_eq!(p.current_qr(), Some(qr));
+        // An own-origin payload raises nothing.
+        let mut p = PanelSession::new(PanelConfig::default(), CID, ep());
+        let tx = one(&mut p, t0);
+        p.handle_response(t0, tx.id(), &resp(200, &code_body(1, 120, 5, true)));
+        assert!(matches!(events(&mut p).as_slice(), [PanelEvent::ShowQr(_)]));
+        // And the code of the refused payload is still polled and redeemable.
+        let mut p = PanelSession::new(PanelConfig::default(), CID, ep());
+        let tx = one(&mut p, t0);
+        p.handle_response(t0, tx.id(), &resp(200, &foreign));
+        let tx = one(&mut p, t0 + s(5));
+        p.handle_response(t0 + s(5), tx.id(), &resp(200, &token_body("at-secret-1", "roger.release", "alice", 1200)));
+        assert_eq!(p.state(), PanelState::Step1);
     }
 
     /// R-QR-3 + PROTOCOL.md §12: a failed renewal backs off; the old QR stays until it expires.
@@ -1918,8 +2093,13 @@ mod tests {
             now: Instant,
             counter: u32,
             outstanding: Vec<PanelTransmit>,
-            /// Per device code: the last poll and the interval the server has asked for.
-            polls: HashMap<String, (Option<Instant>, Duration)>,
+            /// Per device code: the last poll, the interval the server has asked for, and the code's expiry.
+            polls: HashMap<String, (Option<Instant>, Duration, Instant)>,
+            /// Session codes the panel took whose `verification_uri_complete` was on a foreign origin, not yet
+            /// reported.
+            foreign_unreported: u32,
+            /// The number of the last session-code answer that carried a foreign payload.
+            foreign_sent: Option<u32>,
             /// The open PIN entry: the first request it sent (username, password, scope), and its latest id.
             pin_open: bool,
             pin_first: Option<(String, String, String)>,
@@ -1938,6 +2118,12 @@ mod tests {
                 while let Some(e) = self.p.poll_event() {
                     match e {
                         PanelEvent::ShowQr(qr) => check_qr(&qr),
+                        PanelEvent::PeerViolation(v) => {
+                            // R-QR-4: reported exactly for the answers that carried a foreign payload.
+                            assert_eq!(v, PeerViolation::ForeignQrOrigin);
+                            assert!(self.foreign_unreported > 0, "a ForeignQrOrigin without a foreign payload");
+                            self.foreign_unreported -= 1;
+                        }
                         PanelEvent::PinRejected { .. } => {
                             assert!(self.pin_open, "a PIN verdict without a PIN entry");
                             self.pin_open = false;
@@ -1971,6 +2157,8 @@ mod tests {
                             // R-POLL-1: never two polls of one code closer than its interval.
                             assert!(self.now - last >= entry.1, "poll after {:?} < {:?}", self.now - last, entry.1);
                         }
+                        // RFC 8628 §3.5 / R-QR-3: an outgoing code is polled until it expires, never after.
+                        assert!(self.now < entry.2, "a poll of an expired code");
                         entry.0 = Some(self.now);
                     }
                     PanelTransmit::Password { id, .. } => {
@@ -2003,9 +2191,19 @@ mod tests {
                     Answer::Ok | Answer::OkShortLived => match t {
                         PanelTransmit::SessionCode { .. } => {
                             let (life, interval) = if matches!(a, Answer::Ok) { (120, 5) } else { (15, 1) };
-                            self.polls
-                                .insert(format!("dc-secret-{n}"), (None, timing::effective_interval(Some(interval))));
-                            resp(200, &code_body(n, life, interval, n % 2 == 0))
+                            self.polls.insert(
+                                format!("dc-secret-{n}"),
+                                (None, timing::effective_interval(Some(interval)), self.now + s(life)),
+                            );
+                            let body = code_body(n, life, interval, n.is_multiple_of(2));
+                            if n.is_multiple_of(4) {
+                                // R-QR-4: now and then the answer points the QR at a phishing origin.
+                                self.foreign_sent = Some(n);
+                                let own = format!(r#""verification_uri_complete":"{API}"#);
+                                resp(200, &body.replace(&own, r#""verification_uri_complete":"https://phish.example"#))
+                            } else {
+                                resp(200, &body)
+                            }
                         }
                         PanelTransmit::Poll { .. } => {
                             let life = if matches!(a, Answer::Ok) { 1200 } else { 30 };
@@ -2043,6 +2241,7 @@ mod tests {
             }
 
             fn check(&mut self) {
+                assert_eq!(self.foreign_unreported, 0, "R-QR-4: a foreign QR payload went unreported");
                 let p = &self.p;
                 // R-PWD-1: the secret exists exactly while its PIN entry is open (outstanding or awaiting a retry).
                 assert_eq!(p.holds_password(), self.pin_open);
@@ -2077,6 +2276,9 @@ mod tests {
             let wire: String = qr.user_code_display.chars().filter(|c| *c != '-').collect();
             assert!(crate::user_code::is_wire_form(&wire));
             assert!(qr.verification_uri_complete.secret().ends_with(&format!("user_code={wire}")));
+            // R-QR-4: whatever the server sent, the displayed payload is on the API origin.
+            let carried = crate::qr::parse(qr.verification_uri_complete.secret(), API).map(|c| c.secret().to_owned());
+            assert_eq!(carried, Ok(wire));
         }
 
         impl StateMachineTest for Harness {
@@ -2090,6 +2292,8 @@ mod tests {
                     counter: 0,
                     outstanding: Vec::new(),
                     polls: HashMap::new(),
+                    foreign_unreported: 0,
+                    foreign_sent: None,
                     pin_open: false,
                     pin_first: None,
                     pin_latest: None,
@@ -2120,8 +2324,38 @@ mod tests {
                     Step::Answer(i, a) => {
                         if !h.outstanding.is_empty() {
                             let t = h.outstanding.remove(i % h.outstanding.len());
+                            // R-QR-3: the poll of a code still live (shown or replaced but unexpired) whose answer
+                            // is the approval opens the session, whether or not the code is still on display.
+                            let live_poll = match &t {
+                                PanelTransmit::Poll {
+                                    request: TokenRequest::DeviceCode { device_code, .. }, ..
+                                } => {
+                                    let rid = device_code.secret().replace("dc-secret-", "req-");
+                                    h.p.state() == PanelState::Idle
+                                        && h.p
+                                            .current_qr()
+                                            .into_iter()
+                                            .chain(h.p.outgoing_qrs())
+                                            .any(|q| q.request_id.as_deref() == Some(rid.as_str()))
+                                }
+                                _ => false,
+                            };
                             let r = h.answer(&t, a);
                             h.p.handle_response(h.now, t.id(), &r);
+                            if let Some(n) = h.foreign_sent.take() {
+                                // Taken (not a stale answer): the violation must be reported with it.
+                                let rid = format!("req-{n}");
+                                if h.p.current_qr().is_some_and(|q| q.request_id.as_deref() == Some(rid.as_str())) {
+                                    h.foreign_unreported += 1;
+                                }
+                            }
+                            if live_poll && matches!(a, Answer::Ok | Answer::OkShortLived) {
+                                assert_ne!(
+                                    h.p.state(),
+                                    PanelState::Idle,
+                                    "R-QR-3: an approval of a live code was lost"
+                                );
+                            }
                             if h.pin_latest == Some(t.id()) && a.definite_for_password() {
                                 assert!(!h.p.holds_password(), "R-PWD-1: wiped after a definite answer");
                             }

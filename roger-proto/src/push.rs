@@ -3,8 +3,14 @@
 //! A push message is a doorbell (R-PUSH-1): it says *that* something happened, with ids only, and the receiver
 //! confirms over HTTPS. This module makes the rule hold by construction:
 //!
-//! * every id in an envelope is an [`Id`], which only admits ASCII `[A-Za-z0-9._:-]{1,128}`, so a bearer token
-//!   with `=`/`/`/`+`, a URL, a sentence or a document cannot be put into one, on the sending or the receiving side;
+//! * every id in an envelope is an [`Id`], which only admits ASCII `[A-Za-z0-9._:-]{1,64}`, so a bearer token
+//!   with `=`/`/`/`+`, a JWT (longer than 64), a URL, a sentence, a password with a space or symbol, or a document
+//!   cannot be put into one, on the sending or the receiving side;
+//! * an [`Id`] also refuses the shapes of every credential a Roger server mints: the typed secret prefixes of
+//!   [`SECRET_PREFIXES`] (access and refresh tokens, device and authorization codes, tickets, drive URL tokens,
+//!   CSRF tokens, all base64url and otherwise inside the id alphabet) and the user-code shape (8 letters of the
+//!   RFC 8628 §6.1 consonant alphabet, with or without the hyphen), so a token or code in an id position is
+//!   refused when the envelope is built and again when it is parsed;
 //! * the event payloads ([`PushEvent`]) have no free-text members at all;
 //! * an unknown event type parses as [`PushEvent::Unknown`] with its data dropped, so a receiver ignores it
 //!   (forward compatibility) without ever holding what it carried.
@@ -57,17 +63,30 @@ pub const EVENT_TYPES: [&str; 7] =
 #[error("not an id: ids are 1 to 128 characters of A-Z a-z 0-9 . _ : - (R-PUSH-1)")]
 pub struct InvalidId;
 
-/// An identifier as a push message may carry it (R-PUSH-1 "ids only"): 1 to [`Id::MAX_LEN`] ASCII characters of
-/// `A–Z a–z 0–9 . _ : -`.
+/// The typed prefixes of the credentials a Roger server mints (`roger_proto::server::mint::SecretKind`, with the
+/// `server` feature): access token, refresh token, device code, authorization code, hand-over ticket, drive URL
+/// token, CSRF token. R-PUSH-1: an [`Id`] never starts with one, so none of these can ride in a push message.
+pub const SECRET_PREFIXES: [&str; 7] = ["rat_", "rrt_", "rdc_", "rac_", "rtk_", "rdu_", "rcs_"];
+
+/// An identifier as a push message may carry it (R-PUSH-1 "ids only, never a token, code, URL or document"):
+/// 1 to [`Id::MAX_LEN`] ASCII characters of `A–Z a–z 0–9 . _ : -`, not shaped like a Roger credential.
 ///
-/// The alphabet has no space, `/`, `+`, `=`, `?`, `#`, `%` or `@`, so URLs, sentences, base64 with padding and
-/// `Bearer …` values are refused when an `Id` is made or deserialised.
+/// * The alphabet has no space, `/`, `+`, `=`, `?`, `#`, `%` or `@`, so URLs, sentences, base64 with padding and
+///   `Bearer …` values are refused when an `Id` is made or deserialised; the 64-character cap keeps out JWTs,
+///   long opaque tokens and documents.
+/// * Strings starting with a typed secret prefix ([`SECRET_PREFIXES`]: every token, code, ticket and URL token a
+///   Roger server mints) are refused, and so is the user-code shape (8 letters of the RFC 8628 §6.1 consonant
+///   alphabet `BCDFGHJKLMNPQRSTVWXZ`, in any case, optionally as `XXXX-XXXX`), the code a panel shows.
+///
+/// What a type cannot know is whether some other system's random string is secret; ids minted by a Roger server
+/// (`dev_…`, `job_…`, `req_…`, `msg_…`) and installation ids are never credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Id(String);
 
 impl Id {
-    /// The longest id accepted.
-    pub const MAX_LEN: usize = 128;
+    /// The longest id accepted (R-PUSH-1: long enough for any id a Roger server mints or an installation picks,
+    /// too short for a JWT or a document).
+    pub const MAX_LEN: usize = 64;
 
     /// Validates and wraps an id.
     pub fn new(value: impl Into<String>) -> Result<Self, InvalidId> {
@@ -79,11 +98,29 @@ impl Id {
         }
     }
 
-    /// Whether `s` is a valid id.
+    /// Whether `s` is a valid id: the alphabet and length of [`Id`], and not shaped like a credential
+    /// ([`Id::looks_like_credential`]).
     pub fn is_valid(s: &str) -> bool {
         !s.is_empty()
             && s.len() <= Self::MAX_LEN
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+            && !Self::looks_like_credential(s)
+    }
+
+    /// R-PUSH-1: whether `s` has the shape of a credential a Roger server mints or shows: a typed secret prefix
+    /// ([`SECRET_PREFIXES`]) or a user code (RFC 8628 §6.1: 8 letters of the consonant alphabet, case-insensitive,
+    /// optionally with a hyphen after the fourth).
+    pub fn looks_like_credential(s: &str) -> bool {
+        if SECRET_PREFIXES.iter().any(|p| s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p)) {
+            return true;
+        }
+        let bytes = s.as_bytes();
+        let letters: Vec<u8> = match bytes.len() {
+            8 => bytes.to_vec(),
+            9 if bytes[4] == b'-' => bytes[..4].iter().chain(&bytes[5..]).copied().collect(),
+            _ => return false,
+        };
+        letters.iter().all(|b| crate::user_code::in_alphabet(b.to_ascii_uppercase()))
     }
 
     /// The id.
@@ -155,11 +192,20 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
-/// The JSON Schema pattern of an [`Id`] (R-PUSH-1).
+/// The JSON Schema pattern of an [`Id`]'s alphabet and length (R-PUSH-1); [`ID_CREDENTIAL_PATTERNS`] says what
+/// it must not match besides.
 #[cfg(feature = "schema")]
-pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,64}$";
 
-/// A string of [`ID_PATTERN`] (`schema` feature).
+/// JSON Schema patterns of the credential shapes an [`Id`] refuses ([`Id::looks_like_credential`]): a typed
+/// secret prefix, a user code.
+#[cfg(feature = "schema")]
+pub const ID_CREDENTIAL_PATTERNS: [&str; 2] = [
+    "^([rR][aA][tT]|[rR][rR][tT]|[rR][dD][cC]|[rR][aA][cC]|[rR][tT][kK]|[rR][dD][uU]|[rR][cC][sS])_",
+    "^[BCDFGHJKLMNPQRSTVWXZbcdfghjklmnpqrstvwxz]{4}-?[BCDFGHJKLMNPQRSTVWXZbcdfghjklmnpqrstvwxz]{4}$",
+];
+
+/// A string of [`ID_PATTERN`] that matches none of [`ID_CREDENTIAL_PATTERNS`] (`schema` feature).
 #[cfg(feature = "schema")]
 impl schemars::JsonSchema for Id {
     fn schema_name() -> std::borrow::Cow<'static, str> {
@@ -167,10 +213,15 @@ impl schemars::JsonSchema for Id {
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let [prefixed, user_code] = ID_CREDENTIAL_PATTERNS;
         schemars::json_schema!({
-            "description": "An id (R-PUSH-1): 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+            "description": concat!(
+                "An id (R-PUSH-1): 1 to 64 characters of A-Z a-z 0-9 . _ : -, never shaped like a credential ",
+                "(a typed secret prefix rat_ rrt_ rdc_ rac_ rtk_ rdu_ rcs_, or a user code)"
+            ),
             "type": "string",
-            "pattern": ID_PATTERN
+            "pattern": ID_PATTERN,
+            "not": { "anyOf": [ { "pattern": prefixed }, { "pattern": user_code } ] }
         })
     }
 }
@@ -761,7 +812,9 @@ mod tests {
     }
 
     fn arb_id() -> impl Strategy<Value = Id> {
-        "[A-Za-z0-9._:-]{1,128}".prop_map(|s| Id::new(s).expect("strategy yields valid ids"))
+        "[A-Za-z0-9._:-]{1,64}"
+            .prop_filter("not credential-shaped", |s| !Id::looks_like_credential(s))
+            .prop_map(|s| Id::new(s).expect("strategy yields valid ids"))
     }
 
     fn arb_time() -> impl Strategy<Value = OffsetDateTime> {
@@ -858,7 +911,7 @@ mod tests {
             "user_id": "u1", "data": {"job_id": "j1", "device_id": token}
         }));
         assert_eq!(PushEnvelope::parse(&body), Err(PushError::BadId { field: "device_id" }));
-        for bad in ["https://drive.example/doc?sig=abc", "a b", "abc=", "a/b", "", &"x".repeat(129)] {
+        for bad in ["https://drive.example/doc?sig=abc", "a b", "abc=", "a/b", "", &"x".repeat(65)] {
             let body = raw(serde_json::json!({
                 "id": "m1", "type": "job.queued", "occurred_at": "2024-01-01T00:00:00Z",
                 "user_id": bad, "data": {"job_id": "j1"}
@@ -871,7 +924,8 @@ mod tests {
             assert_eq!(PushEnvelope::parse(&body), Err(PushError::BadId { field: "id" }), "{bad:?}");
             assert!(serde_json::from_value::<Id>(serde_json::json!(bad)).is_err());
         }
-        assert!(Id::new("x".repeat(128)).is_ok());
+        assert!(Id::new("x".repeat(64)).is_ok());
+        assert!(Id::new("x".repeat(65)).is_err(), "longer than MAX_LEN");
         assert!(Id::new("dev-01:a_b.c").is_ok());
         assert!(Id::new("ünïcode").is_err());
         let body = raw(serde_json::json!({
@@ -879,6 +933,81 @@ mod tests {
             "device_id": "d1", "data": {"job_id": 42}
         }));
         assert_eq!(PushEnvelope::parse(&body), Err(PushError::BadId { field: "job_id" }), "wrong type");
+    }
+
+    /// R-PUSH-1 by construction: the shapes of every credential a Roger server mints or shows are refused as ids,
+    /// whether built in code or received in an envelope; ordinary minted ids are not.
+    #[test]
+    fn credential_shaped_ids_are_refused() {
+        let b64 = "Xk3_9aQ-7fLmZ0pR2sTuVwYb4cDeF6gHiJkLmNoPqRs";
+        for prefix in SECRET_PREFIXES {
+            let token = format!("{prefix}{b64}");
+            assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "in the alphabet");
+            assert_eq!(Id::new(token.clone()), Err(InvalidId), "{prefix}");
+            assert_eq!(Id::new(token.to_uppercase()), Err(InvalidId), "{prefix} in upper case");
+            assert_eq!(Id::new(prefix), Err(InvalidId), "the bare prefix");
+            let body = raw(serde_json::json!({
+                "id": "m1", "type": "job.queued", "occurred_at": "2024-01-01T00:00:00Z",
+                "device_id": "d1", "data": {"job_id": token}
+            }));
+            assert_eq!(PushEnvelope::parse(&body), Err(PushError::BadId { field: "job_id" }));
+        }
+        for code in ["WDJBMJHT", "WDJB-MJHT", "wdjbmjht", "BCDF-GHJK"] {
+            assert!(Id::looks_like_credential(code), "{code}");
+            assert!(Id::new(code).is_err(), "{code}");
+            let body = raw(serde_json::json!({
+                "id": "m1", "type": "code.approved", "occurred_at": "2024-01-01T00:00:00Z",
+                "device_id": "d1", "data": {"request_id": code}
+            }));
+            assert_eq!(PushEnvelope::parse(&body), Err(PushError::BadId { field: "request_id" }), "{code}");
+        }
+        // A JWT is longer than any id.
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        assert!(Id::new(jwt).is_err());
+        for fine in [
+            "dev_AbCdEfGhIjKlMnOp",
+            "job_x1",
+            "req_Zz9",
+            "msg_42",
+            "WDJBMJH",
+            "WDJBMJHTX",
+            "rat",
+            "ratx_1",
+            "inst-7",
+            "demo-desktop",
+            "d1",
+            "AEIOUAEI",
+        ] {
+            assert!(Id::new(fine).is_ok(), "{fine}");
+        }
+    }
+
+    /// Every kind of secret the server core mints is refused as an id (the list of prefixes cannot fall behind).
+    #[cfg(feature = "server")]
+    #[test]
+    fn every_minted_secret_is_refused_as_an_id() {
+        use crate::server::mint::{Minter, SecretKind};
+        use rand::SeedableRng;
+        let mut minter = Minter::new(Box::new(rand::rngs::StdRng::seed_from_u64(5)));
+        for kind in [
+            SecretKind::AccessToken,
+            SecretKind::RefreshToken,
+            SecretKind::DeviceCode,
+            SecretKind::AuthorizationCode,
+            SecretKind::Ticket,
+            SecretKind::DriveUrl,
+            SecretKind::Csrf,
+        ] {
+            assert!(SECRET_PREFIXES.contains(&kind.prefix()), "{kind:?}");
+            let (plain, _) = minter.secret(kind);
+            assert_eq!(Id::new(plain), Err(InvalidId), "{kind:?}");
+        }
+        let handle = minter.family_handle();
+        assert_eq!(Id::new(minter.refresh_token(&handle).0), Err(InvalidId));
+        assert_eq!(Id::new(minter.user_code().as_str()), Err(InvalidId));
+        for prefix in ["dev", "job", "req", "msg", "scn", "fam"] {
+            assert!(Id::new(minter.id(prefix)).is_ok(), "minted ids are ids: {prefix}");
+        }
     }
 
     /// PROTOCOL.md §11: unknown types are ignored by receivers, not an error; their data is dropped.
@@ -985,7 +1114,9 @@ mod tests {
         assert_eq!(device_binding_key(&id("a.b")), Err(PushError::BadRoutingKey));
         assert_eq!(device_routing_key(&id("a.b"), JOB_QUEUED), Err(PushError::BadRoutingKey));
         assert_eq!(device_routing_key(&d, "job.#"), Err(PushError::BadType), "wildcards are not event types");
-        assert_eq!(device_routing_key(&id(&"x".repeat(128)), &"y".repeat(128)), Err(PushError::BadRoutingKey));
+        // The longest id and type still make a routing key within AMQP's 255 octets.
+        let longest = device_routing_key(&id(&"x".repeat(Id::MAX_LEN)), &"y".repeat(Id::MAX_LEN)).expect("fits");
+        assert!(longest.len() <= MAX_ROUTING_KEY_LEN);
     }
 
     /// Strict parsing (the suite's check on a server under test) refuses anything beyond ids.

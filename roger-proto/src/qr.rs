@@ -1,6 +1,7 @@
-//! The QR payload (`verification_uri_complete`, RFC 8628 §3.3.1) and the phone's origin check (R-QR-4).
+//! The QR payload (`verification_uri_complete`, RFC 8628 §3.3.1) and the origin checks of R-QR-4: the phone's
+//! (it refuses to follow a scanned QR on another origin) and the MFP's (it refuses to display one).
 
-use crate::secret::UserCode;
+use crate::secret::{UserCode, VerificationUriComplete};
 
 /// Why a scanned QR is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +24,9 @@ pub enum QrError {
     /// No or an invalid `user_code` parameter.
     #[error("the QR carries no valid user code: {0}")]
     BadUserCode(String),
+    /// The payload is well formed but for another user code than the one it came with (the MFP's check).
+    #[error("the QR carries another user code than its answer")]
+    OtherUserCode,
 }
 
 /// The path of the verification page under the API origin (PROTOCOL.md §5.2).
@@ -59,6 +63,42 @@ pub fn parse(payload: &str, expected_api: &str) -> Result<UserCode, QrError> {
     Ok(UserCode::new(normalised))
 }
 
+/// Checks a `verification_uri_complete` a panel is about to display (R-QR-4, MFP side; RFC 8628 §5.4 remote
+/// phishing): it must be [`parse`]able against the API origin (same scheme, host and port, path `/device`, one
+/// `user_code`) and carry the `user_code` of the same device authorization answer (R-QR-1: the QR and the text
+/// beside it are one code).
+pub fn check_display_payload(payload: &str, api: &str, user_code: &UserCode) -> Result<(), QrError> {
+    let carried = parse(payload, api)?;
+    // The answer's code in wire form (RFC 8628 §6.1); an answer's code that does not normalise cannot match.
+    let expected = crate::user_code::normalize(user_code.secret()).map_err(|_| QrError::OtherUserCode)?;
+    if carried != UserCode::new(expected) {
+        return Err(QrError::OtherUserCode);
+    }
+    Ok(())
+}
+
+/// The QR payload an MFP displays for a code (R-QR-1, R-QR-4): the `verification_uri_complete` it received when
+/// [`check_display_payload`] accepts it; otherwise the canonical `{api}/device?user_code=XXXXXXXX` built from the
+/// configured API origin (PROTOCOL.md §5 step 2), together with the reason the received one was refused, which
+/// the caller reports as [`crate::PeerViolation::ForeignQrOrigin`]. A payload on another origin is thus never
+/// displayed, while the code itself (issued by the API) stays usable: the QR now points where the phone accepts
+/// it, and the user code beside it is unchanged. An absent payload (the server omitted the member) is built the
+/// same way without a refusal.
+pub fn displayable_payload(
+    received: Option<&VerificationUriComplete>,
+    api: &str,
+    user_code: &UserCode,
+) -> (VerificationUriComplete, Option<QrError>) {
+    let canonical = || VerificationUriComplete::new(verification_uri_complete(api, user_code));
+    match received {
+        None => (canonical(), None),
+        Some(uri) => match check_display_payload(uri.secret(), api, user_code) {
+            Ok(()) => (uri.clone(), None),
+            Err(e) => (canonical(), Some(e)),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,7 +127,58 @@ mod tests {
         assert_eq!(parse("not a url", api), Err(QrError::NotAUrl));
     }
 
+    /// R-QR-4 (MFP side): only `{api}/device?user_code=<this code>` is displayed; anything else is replaced by
+    /// the canonical payload and the refusal is returned.
+    #[test]
+    fn display_payload_on_api_origin_only() {
+        let api = "https://eu.roger.example";
+        let code = UserCode::new("WDJBMJHT");
+        let own = VerificationUriComplete::new("https://eu.roger.example/device?user_code=WDJBMJHT");
+        let canonical = "https://eu.roger.example/device?user_code=WDJBMJHT";
+        let (shown, refused) = displayable_payload(Some(&own), api, &code);
+        assert_eq!((shown.secret(), refused), (own.secret(), None));
+        // Absent: built from the API origin, nothing to report.
+        let (shown, refused) = displayable_payload(None, api, &code);
+        assert_eq!((shown.secret(), refused), (canonical, None));
+        // The received spelling is kept when it is the same code (RFC 8628 §6.1 normalisation).
+        let spelled = VerificationUriComplete::new("https://eu.roger.example:443/device?user_code=wdjb-mjht");
+        assert_eq!(displayable_payload(Some(&spelled), api, &code), (spelled.clone(), None));
+        for (bad, why) in [
+            ("https://phish.example/device?user_code=WDJBMJHT", "foreign"),
+            ("http://eu.roger.example/device?user_code=WDJBMJHT", "foreign"),
+            ("https://eu.roger.example.evil/device?user_code=WDJBMJHT", "foreign"),
+            ("https://eu.roger.example/login?user_code=WDJBMJHT", "path"),
+            ("https://eu.roger.example/device?user_code=BBBBBBBB", "other"),
+            ("https://eu.roger.example/device", "code"),
+            ("javascript:alert(1)", "foreign"),
+            ("no url at all", "url"),
+        ] {
+            let (shown, refused) = displayable_payload(Some(&VerificationUriComplete::new(bad)), api, &code);
+            assert_eq!(shown.secret(), canonical, "{bad}");
+            let refused = refused.unwrap_or_else(|| panic!("{bad} was accepted"));
+            let kind = match refused {
+                QrError::ForeignOrigin { .. } => "foreign",
+                QrError::WrongPath => "path",
+                QrError::OtherUserCode => "other",
+                QrError::BadUserCode(_) => "code",
+                QrError::NotAUrl => "url",
+            };
+            assert_eq!(kind, why, "{bad}");
+        }
+    }
+
     proptest! {
+        /// R-QR-4: whatever the server sends, the displayed payload is on the API origin and carries the code.
+        #[test]
+        fn displayed_payload_always_on_api_origin(received in proptest::option::of(".*"), idx in proptest::collection::vec(0usize..20, 8)) {
+            let api = "https://h.example:8443";
+            let code: String = idx.iter().map(|i| crate::user_code::ALPHABET[*i] as char).collect();
+            let code = UserCode::new(code);
+            let received = received.map(VerificationUriComplete::new);
+            let (shown, _) = displayable_payload(received.as_ref(), api, &code);
+            prop_assert_eq!(parse(shown.secret(), api), Ok(code));
+        }
+
         /// RFC 8628 §3.3.1 payload round trip.
         #[test]
         fn round_trip(idx in proptest::collection::vec(0usize..20, 8), port in 1u16..) {

@@ -38,9 +38,20 @@ pub enum FormError {
 }
 
 /// A parsed form: pairs in order, no duplicates.
+///
+/// The decoded names and values live in one buffer and the pairs are spans of it, so parsing a form costs two
+/// allocations however many parameters it has (the token endpoint parses one per request).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Form {
-    pairs: Vec<(String, String)>,
+    text: String,
+    pairs: Vec<(Span, Span)>,
+}
+
+/// A decoded name or value: `text[start..end]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
 }
 
 impl Form {
@@ -51,27 +62,36 @@ impl Form {
         if std::str::from_utf8(body).is_err() {
             return Err(FormError::NotUtf8);
         }
-        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut text: Vec<u8> = Vec::with_capacity(body.len());
+        let mut pairs: Vec<(Span, Span)> = Vec::with_capacity(body.iter().filter(|b| **b == b'&').count() + 1);
         for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
             let (k, v) = match pair.iter().position(|b| *b == b'=') {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
                 None => (pair, &pair[pair.len()..]),
             };
-            let (k, v) = (decode_form_component(k)?, decode_form_component(v)?);
-            if k.is_empty() && v.is_empty() {
+            let k = decode_form_component(k, &mut text)?;
+            let v = decode_form_component(v, &mut text)?;
+            if k.start == k.end && v.start == v.end {
                 continue;
             }
-            if pairs.iter().any(|(name, _)| *name == k) {
-                return Err(FormError::Duplicate(k));
+            if pairs.iter().any(|(name, _)| text[name.start..name.end] == text[k.start..k.end]) {
+                let name = String::from_utf8_lossy(&text[k.start..k.end]).into_owned();
+                return Err(FormError::Duplicate(name));
             }
             pairs.push((k, v));
         }
-        Ok(Self { pairs })
+        // Every component was checked when decoded (the body is UTF-8, and so is each decoded escape sequence).
+        let text = String::from_utf8(text).map_err(|_| FormError::NotUtf8)?;
+        Ok(Self { text, pairs })
+    }
+
+    fn str(&self, span: Span) -> &str {
+        &self.text[span.start..span.end]
     }
 
     /// The value of `name`, if present (RFC 6749 §3.1: empty values are treated as omitted).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.pairs().find(|(k, _)| *k == name).map(|(_, v)| v).filter(|v| !v.is_empty())
     }
 
     /// The value of a required parameter.
@@ -79,19 +99,21 @@ impl Form {
         self.get(name).ok_or(FormError::Missing(name))
     }
 
-    /// All pairs, in order.
-    pub fn pairs(&self) -> &[(String, String)] {
-        &self.pairs
+    /// All pairs `(name, value)`, in order.
+    pub fn pairs(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.pairs.iter().map(|&(k, v)| (self.str(k), self.str(v)))
     }
 }
 
-/// Decodes one name or value as `form_urlencoded::parse` does (`+` is a space, `%XX` a byte, a `%` without two hex
-/// digits stays as it is), but strictly: bytes that are not UTF-8 are an error, not U+FFFD.
-fn decode_form_component(input: &[u8]) -> Result<String, FormError> {
+/// Decodes one name or value onto the end of `out` as `form_urlencoded::parse` does (`+` is a space, `%XX` a byte, a
+/// `%` without two hex digits stays as it is), but strictly: bytes that are not UTF-8 are an error, not U+FFFD.
+/// Returns the span of `out` it wrote.
+fn decode_form_component(input: &[u8], out: &mut Vec<u8>) -> Result<Span, FormError> {
     fn hex(b: u8) -> Option<u8> {
         char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
     }
-    let mut out = Vec::with_capacity(input.len());
+    let start = out.len();
+    let mut escaped = false;
     let mut i = 0;
     while i < input.len() {
         match input[i] {
@@ -99,6 +121,7 @@ fn decode_form_component(input: &[u8]) -> Result<String, FormError> {
             b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
+                    escaped = true;
                     i += 2;
                 }
                 _ => out.push(b'%'),
@@ -107,7 +130,11 @@ fn decode_form_component(input: &[u8]) -> Result<String, FormError> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| FormError::NotUtf8)
+    // Unescaped bytes come from a UTF-8 body and `+`/`%` are ASCII: only a decoded escape can break UTF-8.
+    if escaped && std::str::from_utf8(&out[start..]).is_err() {
+        return Err(FormError::NotUtf8);
+    }
+    Ok(Span { start, end: out.len() })
 }
 
 /// Serialises pairs as a form body; `None` values are left out.
@@ -399,7 +426,9 @@ mod tests {
                 .filter(|(k, v)| !(k.is_empty() && v.is_empty()))
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect();
-            assert_eq!(ours.pairs(), &theirs[..], "{body}");
+            let ours: Vec<(&str, &str)> = ours.pairs().collect();
+            let theirs: Vec<(&str, &str)> = theirs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            assert_eq!(ours, theirs, "{body}");
         }
     }
 

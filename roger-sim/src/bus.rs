@@ -1,5 +1,5 @@
-//! The push bus (PROTOCOL.md §11) behind a trait: [`InProcessBus`] by default; an AMQP 0-9-1 bus (lapin, RabbitMQ)
-//! implements the same [`PushBus`] later.
+//! The push bus (PROTOCOL.md §11) behind a trait: [`InProcessBus`] by default; the AMQP 0-9-1 bus on a real broker
+//! ([`crate::amqp::AmqpBus`], lapin, RabbitMQ) implements the same [`PushBus`].
 //!
 //! The in-process bus models what the server declares on the broker, so clients see the same behaviour either way:
 //!
@@ -122,18 +122,79 @@ pub trait PushBus: Send + Sync {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Deliveries and acknowledgements
+// ---------------------------------------------------------------------------------------------------------------
+
+/// How a broker-backed subscription settles one delivery (PROTOCOL.md §11: manual acknowledgements, so a receiver
+/// that dies before it has handled a message gets it again).
+#[async_trait]
+pub trait Acknowledge: Send + Sync {
+    /// The receiver handled the message: the broker forgets it (AMQP `basic.ack`).
+    async fn ack(&self) -> Result<(), BusError>;
+}
+
+/// One message as a subscription hands it out, with its acknowledgement (PROTOCOL.md §11).
+///
+/// A delivery from a broker stays unacknowledged until [`ack`](Self::ack): if the receiver's connection ends
+/// first, the broker delivers it again (`redelivered`), which is harmless because every message is a doorbell
+/// (R-PUSH-1). Deliveries of the in-process bus are settled when handed out and need no acknowledgement.
+pub struct Delivery {
+    /// The doorbell (R-PUSH-1: ids only), already parsed and checked.
+    pub envelope: PushEnvelope,
+    /// The broker delivered this message before to a consumer that did not acknowledge it (AMQP `redelivered`).
+    pub redelivered: bool,
+    acker: Option<Box<dyn Acknowledge>>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("envelope", &self.envelope)
+            .field("redelivered", &self.redelivered)
+            .field("needs_ack", &self.acker.is_some())
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// A delivery to acknowledge with `acker` (a broker-backed bus), or settled already (`None`).
+    pub fn new(envelope: PushEnvelope, redelivered: bool, acker: Option<Box<dyn Acknowledge>>) -> Self {
+        Self { envelope, redelivered, acker }
+    }
+
+    /// Whether the delivery still waits for [`ack`](Self::ack).
+    pub fn needs_ack(&self) -> bool {
+        self.acker.is_some()
+    }
+
+    /// Acknowledges the delivery (a no-op for a settled one) and hands back the envelope. Fails when the
+    /// connection it came on is gone; the broker then delivers the message again, and that duplicate is harmless
+    /// (R-PUSH-1).
+    pub async fn ack(self) -> Result<PushEnvelope, BusError> {
+        if let Some(acker) = &self.acker {
+            acker.ack().await?;
+        }
+        Ok(self.envelope)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Subscription
 // ---------------------------------------------------------------------------------------------------------------
 
 /// A stream of [`PushEnvelope`]s from one queue. [`next`](Self::next) returns `None` once the subscription has
 /// ended (connection cut, queue rebound or deleted, bus closed); the receiver then subscribes again and re-reads its
 /// state (PROTOCOL.md §11).
+///
+/// [`next_delivery`](Self::next_delivery) hands out each message with its acknowledgement, for a receiver that
+/// acknowledges only once it has acted on the message; [`next`](Self::next) acknowledges at once.
 pub struct Subscription {
     inner: SubscriptionInner,
 }
 
 enum SubscriptionInner {
     Channel(mpsc::Receiver<PushEnvelope>),
+    Deliveries(mpsc::Receiver<Delivery>),
     Local(LocalConsumer),
 }
 
@@ -141,6 +202,7 @@ impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
             SubscriptionInner::Channel(_) => f.debug_struct("Subscription").field("kind", &"channel").finish(),
+            SubscriptionInner::Deliveries(_) => f.debug_struct("Subscription").field("kind", &"broker").finish(),
             SubscriptionInner::Local(c) => f
                 .debug_struct("Subscription")
                 .field("kind", &"in-process")
@@ -158,13 +220,32 @@ impl Subscription {
         Self { inner: SubscriptionInner::Channel(rx) }
     }
 
-    /// The next message, waiting for one if the queue is empty; `None` once the subscription has ended.
-    /// Cancel-safe: dropping the future loses no message.
-    pub async fn next(&mut self) -> Option<PushEnvelope> {
+    /// A subscription fed with deliveries that still need their acknowledgement (a broker-backed consumer forwards
+    /// into `rx`, and drops the sender when its connection ends).
+    pub fn from_deliveries(rx: mpsc::Receiver<Delivery>) -> Self {
+        Self { inner: SubscriptionInner::Deliveries(rx) }
+    }
+
+    /// The next message with its acknowledgement (see [`Delivery`]), waiting for one if the queue is empty; `None`
+    /// once the subscription has ended. Cancel-safe: dropping the future loses no message.
+    pub async fn next_delivery(&mut self) -> Option<Delivery> {
         match &mut self.inner {
-            SubscriptionInner::Channel(rx) => rx.recv().await,
-            SubscriptionInner::Local(consumer) => consumer.next().await,
+            SubscriptionInner::Channel(rx) => rx.recv().await.map(|e| Delivery::new(e, false, None)),
+            SubscriptionInner::Deliveries(rx) => rx.recv().await,
+            SubscriptionInner::Local(consumer) => consumer.next().await.map(|e| Delivery::new(e, false, None)),
         }
+    }
+
+    /// The next message, acknowledged at once, waiting for one if the queue is empty; `None` once the subscription
+    /// has ended. Cancel-safe: dropping the future loses no message. A failed acknowledgement (the connection just
+    /// ended) still returns the message: the broker will deliver it again, a harmless duplicate (R-PUSH-1).
+    pub async fn next(&mut self) -> Option<PushEnvelope> {
+        let delivery = self.next_delivery().await?;
+        let envelope = delivery.envelope.clone();
+        if let Err(e) = delivery.ack().await {
+            tracing::debug!("push: acknowledgement failed ({e}); the broker redelivers");
+        }
+        Some(envelope)
     }
 }
 
@@ -726,6 +807,55 @@ mod tests {
         drop(tx);
         assert_eq!(job_of(&next(&mut sub).await.expect("m")), "j1");
         assert_eq!(next(&mut sub).await, None);
+    }
+
+    struct CountingAcker(Arc<AtomicU64>, bool);
+
+    #[async_trait]
+    impl Acknowledge for CountingAcker {
+        async fn ack(&self) -> Result<(), BusError> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            if self.1 {
+                Ok(())
+            } else {
+                Err(BusError::Broker("connection gone".into()))
+            }
+        }
+    }
+
+    /// PROTOCOL.md §11 manual acks: `next_delivery` leaves the acknowledgement to the receiver, `next` acknowledges
+    /// at once, and a failed acknowledgement still yields the message (the broker's redelivery is harmless).
+    #[tokio::test]
+    async fn broker_deliveries_are_acknowledged_explicitly_or_by_next() {
+        let acks = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(4);
+        let mut sub = Subscription::from_deliveries(rx);
+        let acker = |ok| Some(Box::new(CountingAcker(acks.clone(), ok)) as Box<dyn Acknowledge>);
+        tx.send(Delivery::new(to_device("d1", "j1"), false, acker(true))).await.expect("send");
+        tx.send(Delivery::new(to_device("d1", "j2"), true, acker(true))).await.expect("send");
+        tx.send(Delivery::new(to_device("d1", "j3"), false, acker(false))).await.expect("send");
+        drop(tx);
+
+        let first = sub.next_delivery().await.expect("delivery");
+        assert!(first.needs_ack() && !first.redelivered);
+        assert_eq!(acks.load(Ordering::Relaxed), 0, "not acknowledged until the receiver says so");
+        assert_eq!(job_of(&first.ack().await.expect("acked")), "j1");
+        assert_eq!(acks.load(Ordering::Relaxed), 1);
+
+        assert_eq!(job_of(&next(&mut sub).await.expect("m")), "j2");
+        assert_eq!(acks.load(Ordering::Relaxed), 2, "next acknowledges");
+        assert_eq!(job_of(&next(&mut sub).await.expect("m")), "j3", "a failed ack still yields the message");
+        assert_eq!(acks.load(Ordering::Relaxed), 3);
+        assert!(next(&mut sub).await.is_none());
+
+        // In-process deliveries are settled when handed out.
+        let bus = InProcessBus::new();
+        let mut local = bus.subscribe(QueueSpec::Device(id("d1"))).await.expect("sub");
+        bus.publish(&to_device("d1", "j4")).await.expect("publish");
+        let d = tokio::time::timeout(StdDuration::from_secs(5), local.next_delivery()).await.expect("in time");
+        let d = d.expect("delivery");
+        assert!(!d.needs_ack());
+        assert_eq!(job_of(&d.ack().await.expect("no-op")), "j4");
     }
 
     #[test]

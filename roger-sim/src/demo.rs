@@ -70,6 +70,11 @@ pub struct DemoArgs {
     /// Time limit of each step, in seconds.
     #[arg(long, default_value_t = 30)]
     pub step_timeout: u64,
+    /// Push through a real AMQP broker instead of the in-process bus (PROTOCOL.md §11): the printer and the
+    /// desktop fetch their credentials over HTTP and consume their queues on the broker. Without
+    /// `--amqp-prefix` the demo uses a prefix of its own and deletes its exchange and queues at the end.
+    #[command(flatten)]
+    pub amqp: crate::amqp::AmqpArgs,
 }
 
 /// Settings of one run of the story.
@@ -83,12 +88,15 @@ pub struct DemoOptions {
     pub work_dir: PathBuf,
     /// Time limit of each step.
     pub step_timeout: Duration,
+    /// Push through this AMQP broker instead of the in-process bus (PROTOCOL.md §11); its exchange and queues are
+    /// deleted at the end.
+    pub amqp: Option<crate::amqp::AmqpConfig>,
 }
 
 impl DemoOptions {
-    /// Plain HTTP, the default step time limit.
+    /// Plain HTTP, the default step time limit, the in-process bus.
     pub fn new(seed: u64, work_dir: impl Into<PathBuf>) -> Self {
-        Self { seed, tls: false, work_dir: work_dir.into(), step_timeout: DEFAULT_STEP_TIMEOUT }
+        Self { seed, tls: false, work_dir: work_dir.into(), step_timeout: DEFAULT_STEP_TIMEOUT, amqp: None }
     }
 }
 
@@ -173,6 +181,10 @@ pub struct DemoReport {
     pub second_device_id: String,
     /// The R-DATA-2 fields found in the store.
     pub personal_data: Vec<PersonalDatum>,
+    /// The broker the doorbells went through (`None`: the in-process bus).
+    pub push_broker: Option<String>,
+    /// Doorbells the broker confirmed (publisher confirms), with a broker.
+    pub push_confirmed: u64,
     /// Wall time of the story.
     pub elapsed: Duration,
 }
@@ -227,6 +239,11 @@ impl DemoReport {
             let values: Vec<&str> =
                 self.personal_data.iter().filter(|d| d.field == field).map(|d| d.value.as_str()).collect();
             out.push(format!("    {field}: {}", values.join(", ")));
+        }
+        match &self.push_broker {
+            Some(url) => out
+                .push(format!("  push: AMQP broker {url}, {} doorbells confirmed by the broker", self.push_confirmed)),
+            None => out.push("  push: the in-process bus".to_owned()),
         }
         out.push(format!("  wall time: {:.1} s", self.elapsed.as_secs_f64()));
         out
@@ -324,6 +341,7 @@ pub async fn run_story(options: &DemoOptions, say: &mut (dyn FnMut(&str) + Send)
         clock: ClockKind::Virtual,
         seed: Some(options.seed),
         tls_dir: Some(options.work_dir.join("tls")),
+        amqp: options.amqp.clone(),
         ..ServerConfig::default()
     };
     let server = start(config).await.map_err(|e| setup(format!("the server did not start: {e}")))?;
@@ -363,9 +381,19 @@ pub async fn run_story(options: &DemoOptions, say: &mut (dyn FnMut(&str) + Send)
     if let Some(mfp) = world.mfp.take() {
         mfp.stop().await;
     }
+    let mut confirmed = 0;
+    if let Some(bus) = world.server.amqp.clone() {
+        confirmed = bus.stats().confirmed;
+        if let Err(e) = bus.delete_topology().await {
+            tracing::warn!("could not delete the demo's exchange and queues (they expire on their own): {e}");
+        }
+    }
+    let broker = world.server.info.amqp.clone();
     world.server.stop().await;
     result.map(|mut report| {
         report.elapsed = started.elapsed();
+        report.push_broker = broker;
+        report.push_confirmed = confirmed;
         report
     })
 }
@@ -400,7 +428,9 @@ async fn story(
         config.ca = world.server.info.ca.as_ref().map(PathBuf::from);
         config.allow_loopback_http = !options.tls;
         config.job_tls = world.job_tls.clone();
-        config.push = Some(world.server.shared.bus.clone());
+        // PROTOCOL.md §11: with a broker the printer fetches its credentials over HTTP and consumes its queue
+        // there; otherwise it takes the in-process bus.
+        config.push = if world.server.amqp.is_some() { None } else { Some(world.server.shared.bus.clone()) };
         config.handover_wait = limit;
         // With push healthy the printer may poll a session code only every 30 s (PROTOCOL.md §8); the demo's
         // printer checks every 2 s so that the dead token of step 6 shows within seconds.
@@ -542,11 +572,25 @@ async fn story(
         alice.approve(&review, Some(CodeKind::Desktop)).await.map_err(|e| format!("approve: {e}"))?;
         let user = desktop.finish_login(login).await.map_err(|e| format!("desktop sign-in: {e}"))?;
         ensure(user.username == ALICE.0, || format!("the desktop signed in as {}", user.username))?;
-        let queue = QueueSpec::App {
-            user_id: Id::new(user.id.clone()).map_err(|e| format!("user id: {e}"))?,
-            installation_id: Id::new("demo-desktop").map_err(|e| format!("installation id: {e}"))?,
+        let pool = match world.server.amqp {
+            // The desktop's own queue on the broker, with the credentials of GET /api/v1/me/push.
+            Some(_) => {
+                let ca = world.client.ca_pem.as_deref().and_then(|c| String::from_utf8(c.to_vec()).ok());
+                let policy = world.client.policy();
+                Some(crate::amqp::BrokerPool::new(crate::amqp::ConsumerOptions::new(policy, ca, "roger-desktop"), 1))
+            }
+            None => None,
         };
-        let mut sub = world.server.shared.bus.subscribe(queue).await.map_err(|e| format!("subscribe: {e}"))?;
+        let mut sub = match &pool {
+            Some(pool) => desktop.subscribe_push("demo-desktop", pool).await.map_err(|e| format!("push: {e}"))?,
+            None => {
+                let queue = QueueSpec::App {
+                    user_id: Id::new(user.id.clone()).map_err(|e| format!("user id: {e}"))?,
+                    installation_id: Id::new("demo-desktop").map_err(|e| format!("installation id: {e}"))?,
+                };
+                world.server.shared.bus.subscribe(queue).await.map_err(|e| format!("subscribe: {e}"))?
+            }
+        };
         let job =
             desktop.submit("travel-expenses.pdf", 2, document.clone()).await.map_err(|e| format!("submit: {e}"))?;
         ensure(job.source == JobSource::Desktop, || format!("a {:?} job", job.source))?;
@@ -842,13 +886,27 @@ pub async fn run(args: DemoArgs) -> ExitCode {
         tls: args.tls,
         work_dir: work_dir.clone(),
         step_timeout: Duration::from_secs(args.step_timeout.max(1)),
+        amqp: None,
+    };
+    let mut args = args;
+    if args.amqp.amqp.is_some() && args.amqp.amqp_prefix.is_empty() {
+        // A prefix of its own, so the demo never meets another run's queues and can delete everything it made.
+        args.amqp.amqp_prefix = format!("roger-demo-{}-{}.", std::process::id(), args.seed);
+    }
+    let options = match args.amqp.config() {
+        Ok(amqp) => DemoOptions { amqp, ..options },
+        Err(e) => {
+            println!("roger-sim demo: {e}");
+            return ExitCode::from(2);
+        }
     };
     let quiet = args.quiet;
     if !quiet {
         println!(
-            "roger-sim demo (seed {}, {}): server, drive, push bus, printer, phones and desktop in this process",
+            "roger-sim demo (seed {}, {}, {}): server, drive, push bus, printer, phones and desktop in this process",
             args.seed,
-            if args.tls { "TLS with a generated CA" } else { "plain HTTP on loopback" }
+            if args.tls { "TLS with a generated CA" } else { "plain HTTP on loopback" },
+            if options.amqp.is_some() { "push through the AMQP broker" } else { "in-process push bus" }
         );
     }
     let mut say = |line: &str| {

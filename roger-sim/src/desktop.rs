@@ -11,9 +11,11 @@
 //!   §3.13 and C1), then `POST`s the document to `job_url` with `Authorization: Ticket <ticket>` (PROTOCOL.md §9,
 //!   docs/protocol.md §3.14). Duplicate doorbells are harmless: a delivered job is not handed over again.
 //!
-//! The in-process bus has no wire protocol, so the desktop receives envelopes through a
-//! [`Subscription`] its owner obtains (or an mpsc receiver wrapped with [`Subscription::from_receiver`]); without
-//! push it can poll instead
+//! Push (PROTOCOL.md §11): from the region's AMQP broker, the desktop fetches `GET /api/v1/me/push` for its
+//! installation's queue and consumes it ([`Desktop::subscribe_push`], or [`Desktop::serve_broker`], which
+//! reconnects with jittered back-off and re-reads its released jobs after every (re)connect). The in-process bus
+//! has no wire protocol, so there the desktop receives envelopes through a [`Subscription`] its owner obtains (or an
+//! mpsc receiver wrapped with [`Subscription::from_receiver`]); without push it can poll instead
 //! ([`Desktop::check_releases`]).
 
 use std::collections::{HashMap, HashSet};
@@ -23,7 +25,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request};
-use roger_proto::api::{self, DesktopFile, Job, JobList, SubmitJob};
+use roger_proto::api::{self, DesktopFile, Job, JobList, PushCredentials, SubmitJob};
 use roger_proto::device_authorization::{self, DeviceAuthorizationRequest, DeviceAuthorizationResponse};
 use roger_proto::discovery::{check_transport, DiscoveryError};
 use roger_proto::driver::TransportError;
@@ -79,6 +81,10 @@ pub enum DesktopError {
         #[source]
         source: TransportError,
     },
+    /// The region's broker could not be consumed (PROTOCOL.md §11); doorbells wait in the queue, and
+    /// [`Desktop::check_releases`] still works.
+    #[error("push: {0}")]
+    Push(#[from] crate::amqp::ConsumerError),
     /// A local file could not be read.
     #[error("cannot read {path}: {source}")]
     File {
@@ -361,6 +367,68 @@ impl Desktop {
         Ok(out)
     }
 
+    /// `GET /api/v1/me/push?installation_id=…` (PROTOCOL.md §11): short-lived broker credentials for this
+    /// installation's own queue (`roger.app.<installation_id>`, bound to the signed-in user's messages).
+    pub async fn push_credentials(&mut self, installation_id: &str) -> Result<PushCredentials, DesktopError> {
+        let installation = installation_id.to_owned();
+        Ok(self.app.call("push credentials", |a, t| api::get_app_push(a, t, &installation)).await?)
+    }
+
+    /// Fetches the push credentials and consumes the installation's queue through `pool` (manual acknowledgements;
+    /// [`Subscription::next`] acknowledges at once).
+    pub async fn subscribe_push(
+        &mut self,
+        installation_id: &str,
+        pool: &crate::amqp::BrokerPool,
+    ) -> Result<Subscription, DesktopError> {
+        let creds = self.push_credentials(installation_id).await?;
+        Ok(pool.consume(&creds).await?)
+    }
+
+    /// Serves doorbells from the region's broker until `done` holds or `timeout` passes (returns whether `done`
+    /// held): consumes the installation's queue, re-reads the released jobs after every (re)connect (R-PUSH-1: a
+    /// doorbell missed while disconnected costs nothing), acknowledges each doorbell after handling it, and
+    /// reconnects after a jittered exponential back-off when the connection ends or cannot be made.
+    pub async fn serve_broker(
+        &mut self,
+        installation_id: &str,
+        pool: &crate::amqp::BrokerPool,
+        timeout: Duration,
+        done: impl Fn(&Self) -> bool,
+        mut report: impl FnMut(&Result<HandoverOutcome, DesktopError>),
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut backoff = crate::amqp::Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        while !done(self) && tokio::time::Instant::now() < deadline {
+            let mut sub = match self.subscribe_push(installation_id, pool).await {
+                Ok(sub) => sub,
+                Err(e) => {
+                    report(&Err(e));
+                    tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + backoff.next_delay())).await;
+                    continue;
+                }
+            };
+            backoff.reset();
+            match self.check_releases().await {
+                Ok(outcomes) => outcomes.into_iter().for_each(|o| report(&Ok(o))),
+                Err(e) => report(&Err(e)),
+            }
+            while !done(self) {
+                let Ok(next) = tokio::time::timeout_at(deadline, sub.next_delivery()).await else { return done(self) };
+                let Some(delivery) = next else { break };
+                let result = self.handle_push(&delivery.envelope).await;
+                report(&result);
+                if let Err(e) = delivery.ack().await {
+                    tracing::debug!("desktop: acknowledgement failed ({e}); the broker redelivers");
+                }
+            }
+            if !done(self) {
+                tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + backoff.next_delay())).await;
+            }
+        }
+        done(self)
+    }
+
     /// Serves doorbells until the subscription ends (connection cut, PROTOCOL.md §11), handing each result to
     /// `report`. An error for one doorbell does not stop the loop (the next doorbell, or
     /// [`check_releases`](Self::check_releases) after a reconnect, tries again).
@@ -422,8 +490,8 @@ pub enum DesktopAction {
         /// Page count sent with the job.
         #[arg(long, default_value_t = 1)]
         pages: u32,
-        /// Seconds to wait for the release (checked every 5 s, as no push reaches a separate process); 0 returns
-        /// right after queueing.
+        /// Seconds to wait for the release (by push from the region's broker when it has one, PROTOCOL.md §11,
+        /// else checked every 5 s); 0 returns right after queueing.
         #[arg(long, default_value_t = 0)]
         wait: u64,
     },
@@ -516,6 +584,38 @@ pub async fn execute(args: DesktopArgs, say: &mut (dyn FnMut(&str) + Send)) -> R
     if let DesktopAction::Submit { file, pages, wait } = args.action {
         let job = desktop.submit_file(&file, pages).await?;
         say(&format!("queued {} as job {} ({} page(s)); the document stays here", job.file_name, job.id, job.pages));
+        if wait > 0 && desktop.app().region().amqp.is_some() {
+            // PROTOCOL.md §11: the doorbell comes from the broker; the desktop re-reads after every (re)connect.
+            let ca_pem = config.ca_pem.as_deref().and_then(|c| String::from_utf8(c.to_vec()).ok());
+            let options = crate::amqp::ConsumerOptions::new(config.policy(), ca_pem, "roger-desktop");
+            let pool = crate::amqp::BrokerPool::new(options, 1);
+            let installation = format!("desktop-{:08x}", rand::random::<u32>());
+            let id = job.id.clone();
+            let mut lines = Vec::new();
+            let delivered = desktop
+                .serve_broker(
+                    &installation,
+                    &pool,
+                    Duration::from_secs(wait),
+                    |d| d.is_delivered(&id),
+                    |r| match r {
+                        Ok(HandoverOutcome::Delivered { job_id, device_id, status }) => {
+                            lines.push(format!("handed job {job_id} to printer {device_id} (HTTP {status})"))
+                        }
+                        Err(e) => lines.push(format!("push: {e}")),
+                        Ok(_) => {}
+                    },
+                )
+                .await;
+            pool.close().await;
+            for line in lines {
+                say(&line);
+            }
+            if !delivered {
+                return Err(DesktopCliError::NotHandedOver(job.id));
+            }
+            return Ok(());
+        }
         let deadline = Instant::now() + Duration::from_secs(wait);
         while wait > 0 && !desktop.is_delivered(&job.id) {
             for outcome in desktop.check_releases().await? {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use roger_sim::server::clock::ClockKind;
 use roger_sim::server::{start, ServerConfig};
-use roger_sim::{demo, desktop, mfp, phone, probe};
+use roger_sim::{conform, demo, desktop, mfp, phone, probe};
 
 /// Simulators and tools for the Roger cloud print protocol.
 #[derive(Debug, Parser)]
@@ -52,6 +52,13 @@ struct ServerArgs {
     /// Opens `/sim/` to non-loopback callers that send it in `X-Roger-Sim-Token`.
     #[arg(long)]
     control_token: Option<String>,
+    /// TEST ONLY: run a known-broken server that makes this one mistake, to prove the conformance suite
+    /// catches it (a loud warning goes to stderr). Never use it for anything else.
+    #[arg(long, value_name = "NAME")]
+    mutant: Option<roger_sim::server::ServerMutant>,
+    /// Push through a real AMQP broker (PROTOCOL.md §11); the in-process bus without it.
+    #[command(flatten)]
+    amqp: roger_sim::amqp::AmqpArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,9 +82,19 @@ enum Command {
     Desktop(desktop::DesktopArgs),
     /// The whole system in one process: a narrated story and a summary; exit 0 only if every step did what it said.
     Demo(demo::DemoArgs),
+    /// The conformance kit: `conform client --shim "<command>"` judges an MFP client rule by rule (PROTOCOL.md
+    /// §13 shim); `--list` prints the catalogue. Exit code 1 iff a MUST failed.
+    Conform(conform::ConformArgs),
 }
 
 async fn run_server(args: ServerArgs) -> ExitCode {
+    let amqp = match args.amqp.config() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("roger-sim server: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = ServerConfig {
         listen: args.listen,
         plain_http: args.plain_http,
@@ -90,6 +107,8 @@ async fn run_server(args: ServerArgs) -> ExitCode {
         tls_dir: args.tls_dir,
         seed: args.seed,
         control_token: args.control_token,
+        mutant: args.mutant,
+        amqp,
         ..ServerConfig::default()
     };
     // Watch for SIGTERM (and Ctrl-C) before the contract line goes out: a harness may send it as soon as it has read the line,
@@ -141,5 +160,6 @@ async fn main() -> ExitCode {
         Command::Phone(args) => phone::run(args).await,
         Command::Desktop(args) => desktop::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Conform(args) => conform::run(args).await,
     }
 }

@@ -74,8 +74,11 @@ pub struct MfpClient {
 }
 
 impl MfpClient {
-    /// A client over `connection` (new or restored) talking to `endpoints`.
-    pub fn new(connection: Connection, panel_config: PanelConfig, endpoints: Endpoints) -> Self {
+    /// A client over `connection` (new or restored) talking to `endpoints`. A connection configured without an
+    /// API origin gets `endpoints.api`, so that registration QRs are checked against it (R-QR-4); the panel
+    /// checks session QRs against the same origin.
+    pub fn new(mut connection: Connection, panel_config: PanelConfig, endpoints: Endpoints) -> Self {
+        connection.set_api_if_unset(&endpoints.api);
         Self { connection, panel: None, panel_config, endpoints, push_healthy: false }
     }
 
@@ -260,5 +263,23 @@ impl<T: HttpTransport, C: Clock> Driver<T, C> {
                 p.handle_timeout(now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::LifecycleConfig;
+
+    /// R-QR-4: the client checks registration QRs against the metadata's API origin unless told another one.
+    #[test]
+    fn api_origin_handed_to_the_lifecycle() {
+        let endpoints = Endpoints::conventional("https://eu.roger.example");
+        let config = LifecycleConfig::new("emb-acme", "MX-1", "SN1");
+        let client = MfpClient::new(Connection::new(config.clone()), PanelConfig::default(), endpoints.clone());
+        assert_eq!(client.connection.config().api.as_deref(), Some("https://eu.roger.example"));
+        let own = config.with_api("https://configured.example");
+        let client = MfpClient::new(Connection::new(own), PanelConfig::default(), endpoints);
+        assert_eq!(client.connection.config().api.as_deref(), Some("https://configured.example"));
     }
 }

@@ -70,6 +70,24 @@ pub struct PushConfig {
     pub shared_test_account: bool,
     /// How long the handed-out credentials are good for, in seconds (`expires_at = now + ttl_secs`).
     pub ttl_secs: u64,
+    /// Prepended to every queue name handed out (PROTOCOL.md §11 names; empty in production, unique per test run
+    /// so runs sharing one broker stay apart).
+    pub queue_prefix: String,
+}
+
+impl PushConfig {
+    /// A region without a broker (`roger_push: null`): the push endpoints answer `404 push-unavailable`.
+    pub fn without_broker() -> Self {
+        Self {
+            url: None,
+            vhost: "/".into(),
+            username: String::new(),
+            password: BrokerPassword::new(""),
+            shared_test_account: false,
+            ttl_secs: 0,
+            queue_prefix: String::new(),
+        }
+    }
 }
 
 /// What `POST /api/v1/jobs/{id}/release` answers (PROTOCOL.md §9, docs/protocol.md §3.13).
@@ -307,7 +325,7 @@ impl ServerCore {
             vhost: cfg.vhost.clone(),
             username: cfg.username.clone(),
             password: cfg.password.clone(),
-            queue,
+            queue: format!("{}{queue}", cfg.queue_prefix),
             expires_at: now + secs(cfg.ttl_secs),
             shared_test_account: cfg.shared_test_account,
         })
@@ -1089,6 +1107,7 @@ mod tests {
             password: BrokerPassword::new("broker-pw"),
             shared_test_account: true,
             ttl_secs: 3600,
+            queue_prefix: String::new(),
         }
     }
 
@@ -1185,6 +1204,10 @@ mod tests {
         let e = c.device_push_credentials(t0(), &dev, &push_cfg(None)).unwrap_err();
         assert_eq!((e.status, name(&e)), (404, "push-unavailable"));
         assert!(!format!("{cfg:?}").contains("broker-pw"), "R-SEC-1: Debug redacts the broker password");
+        // A name prefix (a test run sharing the broker) is part of the queue handed out.
+        let prefixed = PushConfig { queue_prefix: "t-1.".into(), ..cfg };
+        assert_eq!(c.device_push_credentials(t0(), &dev, &prefixed).unwrap().queue, "t-1.roger.device.dev_1");
+        assert_eq!(c.app_push_credentials(t0(), &alice, "inst-7", &prefixed).unwrap().queue, "t-1.roger.app.inst-7");
     }
 
     /// PROTOCOL.md §9 / draft-ietf-httpapi-idempotency-key-header: repeating a release with the same key answers

@@ -16,6 +16,8 @@ pub mod api;
 pub mod drive;
 pub mod mint;
 pub mod model;
+#[doc(hidden)]
+pub mod mutations;
 pub mod oauth;
 pub mod passwords;
 pub mod settings;
@@ -144,7 +146,8 @@ impl<T: Serialize> ToJson for T {
 /// The key of a record the current request touched (the journal keeps keys; values are read at commit time).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Dirty {
-    Id(Table, String),
+    /// Ids are short: inline, so touching a record allocates nothing.
+    Id(Table, Name),
     Hash(Table, SecretHash),
 }
 
@@ -157,7 +160,7 @@ impl Dirty {
 
     fn key(&self) -> String {
         match self {
-            Dirty::Id(_, k) => k.clone(),
+            Dirty::Id(_, k) => k.to_string(),
             Dirty::Hash(_, h) => h.to_hex(),
         }
     }
@@ -401,6 +404,8 @@ pub struct ServerCore {
     pub(crate) refresh_index: HashMap<SecretHash, Name>,
     pub(crate) limits: RateLimits,
     pub(crate) dummy_hash: passwords::DummyHashes,
+    /// Test-only mistakes (module `mutations`); empty in every real server.
+    pub(crate) mutations: mutations::Mutations,
     journal: Vec<Dirty>,
     outbox: Vec<PushEnvelope>,
 }
@@ -423,6 +428,7 @@ impl ServerCore {
             refresh_index: HashMap::new(),
             limits: RateLimits::default(),
             dummy_hash: passwords::DummyHashes::default(),
+            mutations: mutations::Mutations::NONE,
             journal: Vec::new(),
             outbox: Vec::new(),
         };
@@ -433,6 +439,13 @@ impl ServerCore {
     fn reindex(&mut self) {
         self.user_codes = self.state.codes.iter().map(|(h, c)| (c.user_code, *h)).collect();
         self.refresh_index = self.state.families.values().map(|f| (f.handle, f.id.clone())).collect();
+    }
+
+    /// **Test-only**: makes this core commit the given mistakes (the simulator's `--mutant`, DESIGN.md
+    /// "Conformance": mutants prove the suite). Never call it in a real server.
+    #[doc(hidden)]
+    pub fn set_mutations(&mut self, m: mutations::Mutations) {
+        self.mutations = m;
     }
 
     /// The API origin.
@@ -479,9 +492,10 @@ impl ServerCore {
     /// in-memory simulator) and returns the keys of the records of `table` that the requests since the last call
     /// touched and that still exist (the simulator declares the push queues of new devices from them).
     pub fn take_changed_keys(&mut self, table: Table) -> Vec<String> {
-        let dirty = std::mem::take(&mut self.journal);
         let mut keys: Vec<String> =
-            dirty.iter().filter(|d| d.table() == table && self.record_exists(d)).map(Dirty::key).collect();
+            self.journal.iter().filter(|d| d.table() == table && self.record_exists(d)).map(Dirty::key).collect();
+        // Cleared, not replaced: the journal keeps its capacity for the next request.
+        self.journal.clear();
         keys.dedup();
         keys
     }
@@ -503,12 +517,12 @@ impl ServerCore {
         }
         let s = &self.state;
         match d {
-            Dirty::Id(Table::Tenants, k) => s.tenants.get(k).map(dyn_json),
-            Dirty::Id(Table::Users, k) => s.users.get(k).map(dyn_json),
+            Dirty::Id(Table::Tenants, k) => s.tenants.get(k.as_str()).map(dyn_json),
+            Dirty::Id(Table::Users, k) => s.users.get(k.as_str()).map(dyn_json),
             Dirty::Id(Table::Devices, k) => s.devices.get(k.as_str()).map(dyn_json),
             Dirty::Id(Table::Families, k) => s.families.get(k.as_str()).map(dyn_json),
-            Dirty::Id(Table::Jobs, k) => s.jobs.get(k).map(dyn_json),
-            Dirty::Id(Table::Scans, k) => s.scans.get(k).map(dyn_json),
+            Dirty::Id(Table::Jobs, k) => s.jobs.get(k.as_str()).map(dyn_json),
+            Dirty::Id(Table::Scans, k) => s.scans.get(k.as_str()).map(dyn_json),
             Dirty::Hash(Table::Codes, h) => s.codes.get(h).map(dyn_json),
             Dirty::Hash(Table::Access, h) => s.access.get(h).map(dyn_json),
             Dirty::Hash(Table::AuthCodes, h) => s.auth_codes.get(h).map(dyn_json),
@@ -543,7 +557,7 @@ impl ServerCore {
     }
 
     fn touch(&mut self, table: Table, key: &str) {
-        self.journal.push(Dirty::Id(table, key.to_owned()));
+        self.journal.push(Dirty::Id(table, Name::from(key)));
     }
 
     fn touch_hash(&mut self, table: Table, hash: SecretHash) {

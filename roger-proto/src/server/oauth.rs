@@ -7,6 +7,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::mint::{family_handle_of, SecretHash, SecretKind};
 use super::model::*;
+use super::mutations::Mutation;
 use super::settings::{TenantSettings, DEVICE_CODE_GRACE_SECS, PREVIOUS_REFRESH_GRACE_SECS};
 use super::{ApiFailure, OAuthFailure, Principal, ServerCore};
 use crate::api::{CodeKind as WireCodeKind, CodeLookup};
@@ -246,7 +247,8 @@ impl ServerCore {
     /// One failed login for the lock-out counter shared by PIN, password and app login (R-PWD-2).
     fn record_login_failure(&mut self, mut user: User, settings: TenantSettings, now: OffsetDateTime) {
         user.failures += 1;
-        if user.failures >= settings.lockout_failures {
+        // Test-only mutant `NoLockout` (module `mutations`): the counter grows, the lock never comes.
+        if user.failures >= settings.lockout_failures && !self.mutations.has(Mutation::NoLockout) {
             user.failures = 0;
             user.locked_until = Some(now + secs(settings.lockout_secs));
         }
@@ -317,6 +319,12 @@ impl ServerCore {
         let mut user_code = self.minter.user_code();
         while self.user_codes.contains_key(&user_code) {
             user_code = self.minter.user_code();
+        }
+        if self.mutations.has(Mutation::WeakUserCodes) {
+            // Test-only mutant (module `mutations`): a code from a space of 256.
+            if let Some(weak) = super::mutations::weak_user_code(&mut self.minter, &self.user_codes) {
+                user_code = weak;
+            }
         }
         let request_id = self.minter.id("req");
         let interval = interval.max(1);
@@ -416,6 +424,7 @@ impl ServerCore {
         }
         // Every poll counts, a re-sent one too: the record changes on each (in place; the journal names it).
         self.touched_code(hash);
+        let mutations = self.mutations;
         let Some(rec) = self.state.codes.get_mut(&hash) else {
             return Err(OAuthFailure::bad(E::InvalidGrant, "unknown device code"));
         };
@@ -425,7 +434,9 @@ impl ServerCore {
         if let Some(prev) = previous {
             let gap = now - prev;
             let gap = std::time::Duration::from_millis(u64::try_from(gap.whole_milliseconds().max(0)).unwrap_or(0));
-            if crate::timing::is_too_early(gap, std::time::Duration::from_secs(rec.interval)) {
+            let too_early = crate::timing::is_too_early(gap, std::time::Duration::from_secs(rec.interval));
+            // Test-only mutant `NoSlowDown` (module `mutations`): every gap is long enough.
+            if too_early && !mutations.has(Mutation::NoSlowDown) {
                 rec.interval = rec.interval.saturating_add(5);
                 return Err(OAuthFailure::bad(E::SlowDown, "polling too fast; the interval grew by 5 seconds"));
             }
@@ -434,13 +445,17 @@ impl ServerCore {
             CodeState::Redeemed(r) => {
                 // R-DEV-1: a repeat within 30 s of the success (a lost answer) mints a fresh pair for the same
                 // subject and revokes the first pair; later repeats get invalid_grant.
-                if unix(now) - unix(r.at) > DEVICE_CODE_GRACE_SECS {
+                // Test-only mutant `DoubleRedeem` (module `mutations`): every repeat mints, nothing is revoked.
+                let double = mutations.has(Mutation::DoubleRedeem);
+                if unix(now) - unix(r.at) > DEVICE_CODE_GRACE_SECS && !double {
                     return Err(OAuthFailure::bad(E::InvalidGrant, "the device code was already used"));
                 }
                 let (rec, r) = (rec.clone(), r.clone());
-                self.delete_access(&r.access);
-                if let Some(f) = &r.family {
-                    self.revoke_family(f);
+                if !double {
+                    self.delete_access(&r.access);
+                    if let Some(f) = &r.family {
+                        self.revoke_family(f);
+                    }
                 }
                 self.redeem(now, *rec, &r.user, r.device_id)
             }
@@ -546,9 +561,17 @@ impl ServerCore {
             }
         }
         let hash = SecretHash::of(token.secret());
+        let mutations = self.mutations;
         let is_current = hash == fam.current;
-        let is_unused_predecessor = fam.previous == Some(hash) && fam.previous_until.is_some_and(|u| now < u);
+        // Test-only mutant `NoLostAnswerGrace` (module `mutations`): the predecessor is never redeemable.
+        let is_unused_predecessor = fam.previous == Some(hash)
+            && fam.previous_until.is_some_and(|u| now < u)
+            && !mutations.has(Mutation::NoLostAnswerGrace);
         if !is_current && !is_unused_predecessor {
+            // Test-only mutant `NoReuseDetection` (module `mutations`): refused, but the family lives on.
+            if mutations.has(Mutation::NoReuseDetection) {
+                return Err(dead());
+            }
             // Any other token of this family (an older one: only a holder of a family token knows its handle) is
             // reuse, and revokes the whole family (RFC 9700 §4.14.2).
             let id = fam.id.clone();
@@ -557,10 +580,13 @@ impl ServerCore {
         }
         let lifetime = secs(self.settings(&fam.tenant).refresh_token_secs);
         let family_id = fam.id.clone();
-        let (new_plain, new_hash) = self.minter.refresh_token(handle);
+        // Test-only mutant `NoRotation` (module `mutations`): the presented token stays current and is answered again.
+        let no_rotation = mutations.has(Mutation::NoRotation);
+        let (new_plain, new_hash) =
+            if no_rotation { (token.secret().to_owned(), hash) } else { self.minter.refresh_token(handle) };
         self.touched_family(&family_id);
         let Some(fam) = self.state.families.get_mut(&family_id) else { return Err(dead()) };
-        if is_current {
+        if is_current && !no_rotation {
             // Normal rotation: the presented token becomes `previous`, redeemable until its successor is first
             // used (R-TOK-3); the one before it is dead for good (its reuse is detected through the handle).
             fam.previous = Some(hash);
@@ -571,7 +597,9 @@ impl ServerCore {
         fam.current = new_hash;
         // R-TOK-4: sliding expiry. The access tokens of the family minted before this refresh stay valid until they
         // expire.
-        fam.expires = now + lifetime;
+        if !mutations.has(Mutation::NoSlidingExpiry) {
+            fam.expires = now + lifetime;
+        }
         let scope = requested_scope.unwrap_or(&fam.scope).to_owned();
         let (subject, tenant) = (fam.subject.clone(), fam.tenant.clone());
         let (at, lifetime) =
@@ -799,7 +827,10 @@ impl ServerCore {
         let user_id = who.user_id().unwrap_or_default().to_owned();
         let settings = self.settings(&who.tenant);
         let key = format!("approve-fail:{user_id}");
-        if self.limits.count(&key, now, 60) >= settings.approvals_per_minute as usize {
+        // Test-only mutant `NoApprovalRateLimit` (module `mutations`): no limit.
+        if self.limits.count(&key, now, 60) >= settings.approvals_per_minute as usize
+            && !self.mutations.has(Mutation::NoApprovalRateLimit)
+        {
             return Err(ApiFailure::rate_limited(self.limits.retry_after(&key, now, 60)));
         }
         let found = crate::user_code::normalize(raw)

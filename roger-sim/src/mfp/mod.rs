@@ -15,7 +15,9 @@
 //!   drive URL, "printing" into an output folder with a JSON-lines record, reporting the result; print from drive
 //!   and scans with a resumable upload (step 2); the job endpoint for desktop hand-overs, which accepts a document
 //!   only with a ticket the server redeems for this printer (R-DATA-1);
-//! * §11: push envelopes from any [`crate::bus::PushBus`] as doorbells (R-PUSH-1);
+//! * §11: push envelopes as doorbells (R-PUSH-1), from an in-process [`crate::bus::PushBus`] or from the region's
+//!   AMQP broker with the credentials of `GET /api/v1/device/push` ([`BrokerPush`]), reconnecting with jittered
+//!   back-off and re-reading its state after every reconnect;
 //! * §13: the conformance shim, natively ([`shim`]).
 //!
 //! The connection state is kept in the state directory and written atomically ([`state`]); it never holds a
@@ -58,6 +60,7 @@ use roger_proto::driver::Driver;
 
 /// The job endpoint for desktop hand-overs (PROTOCOL.md §9).
 pub mod handover;
+pub mod mutant;
 mod ops;
 /// The simulated print engine and its record (PROTOCOL.md §9 "print", R-DATA-1).
 pub mod printer;
@@ -71,6 +74,7 @@ pub mod shim;
 /// The state directory, written atomically (PROTOCOL.md §6 R-TOK-2, R-PWD-1).
 pub mod state;
 
+pub use mutant::MfpMutant;
 pub use ops::{ReleaseOutcome, ScanRecord};
 pub use printer::{PrintRecord, PrintSource};
 /// The panel states of the shim protocol (PROTOCOL.md §13): `unregistered`, `registering`, `idle`, `session`,
@@ -113,8 +117,11 @@ pub struct MfpConfig {
     pub state_dir: PathBuf,
     /// Where printed documents and `printed.jsonl` go (PROTOCOL.md §9; default `<state_dir>/printed`).
     pub out_dir: Option<PathBuf>,
-    /// The push source (PROTOCOL.md §11); `None`: polling only.
+    /// An in-process push source (PROTOCOL.md §11); when `None`, [`MfpConfig::broker`] decides.
     pub push: Option<Arc<dyn crate::bus::PushBus>>,
+    /// Push from the region's AMQP broker (PROTOCOL.md §11) when [`MfpConfig::push`] is `None`: the printer fetches
+    /// `GET /api/v1/device/push` and consumes its queue (default [`BrokerPush::Auto`]).
+    pub broker: BrokerPush,
     /// Start a registration (PROTOCOL.md §5) at once when unregistered (otherwise wait for
     /// [`MfpHandle::register`], as the shim's `register` of PROTOCOL.md §13).
     pub auto_register: bool,
@@ -132,6 +139,9 @@ pub struct MfpConfig {
     /// loopback when `None`. How printers obtain a certificate desktops trust is open (docs/protocol.md C11); the
     /// simulator issues one from its own CA ([`crate::server::tls::load_or_create`] on the server's TLS directory).
     pub job_tls: Option<Arc<rustls::ServerConfig>>,
+    /// **Test-only**: run a known-broken printer that makes this one mistake (DESIGN.md "Conformance": mutants
+    /// prove the suite; see [`mutant`]). `None`, the default, is the printer as specified.
+    pub mutant: Option<MfpMutant>,
 }
 
 impl fmt::Debug for MfpConfig {
@@ -147,19 +157,34 @@ impl fmt::Debug for MfpConfig {
             .field("state_dir", &self.state_dir)
             .field("out_dir", &self.out_dir)
             .field("push", &self.push.is_some())
+            .field("broker", &self.broker)
             .field("auto_register", &self.auto_register)
             .field("terminal_qr", &self.terminal_qr)
             .field("handover_wait", &self.handover_wait)
             .field("request_timeout", &self.request_timeout)
             .field("push_relaxed_interval", &self.push_relaxed_interval)
             .field("job_tls", &self.job_tls.is_some())
+            .field("mutant", &self.mutant)
             .finish()
     }
 }
 
+/// How a printer uses the region's push broker (PROTOCOL.md §11).
+#[derive(Debug, Clone, Default)]
+pub enum BrokerPush {
+    /// When discovery names a broker for the region: a connection of the printer's own (trusting
+    /// [`MfpConfig::ca`] for `amqps`, R-DISC-2 for plain `amqp`).
+    #[default]
+    Auto,
+    /// A channel on this shared pool (a simulated fleet: bounded connections for many printers).
+    Pool(Arc<crate::amqp::BrokerPool>),
+    /// Poll only.
+    Off,
+}
+
 impl MfpConfig {
-    /// A printer (PROTOCOL.md §3 `emb-<vendor>`) with the defaults: [`DEFAULT_CLIENT_ID`], [`DEFAULT_MODEL`], [`DEFAULT_SERIAL`], TLS only, no
-    /// push, no auto-registration, no terminal drawing, a 30 s hand-over wait, a 30 s request timeout and the
+    /// A printer (PROTOCOL.md §3 `emb-<vendor>`) with the defaults: [`DEFAULT_CLIENT_ID`], [`DEFAULT_MODEL`], [`DEFAULT_SERIAL`], TLS only,
+    /// push from the region's broker if it has one ([`BrokerPush::Auto`]), no auto-registration, no terminal drawing, a 30 s hand-over wait, a 30 s request timeout and the
     /// 30 s relaxed poll of PROTOCOL.md §8.
     pub fn new(discovery: impl Into<String>, state_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -173,12 +198,14 @@ impl MfpConfig {
             state_dir: state_dir.into(),
             out_dir: None,
             push: None,
+            broker: BrokerPush::Auto,
             auto_register: false,
             terminal_qr: false,
             handover_wait: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             push_relaxed_interval: roger_proto::timing::MAX_PUSH_RELAXED_INTERVAL,
             job_tls: None,
+            mutant: None,
         }
     }
 
@@ -336,6 +363,11 @@ impl Mfp {
     /// [`MfpConfig::auto_register`]).
     pub async fn start(config: MfpConfig) -> Result<MfpHandle, MfpError> {
         let log = Arc::new(runtime::EventLog::new());
+        if let Some(m) = config.mutant {
+            // Loud on purpose: a mutant must never pass for the real printer.
+            eprintln!("roger-sim mfp: {}", m.warning());
+            log.say(m.warning());
+        }
         let inst = runtime::Instance::start(&config, log.clone()).await?;
         Ok(MfpHandle { config, log, inst })
     }
@@ -429,6 +461,10 @@ impl MfpHandle {
         let view = self.panel();
         match (view.qr, view.user_code) {
             (Some(qr), Some(user_code)) => Ok(RegistrationView { qr, user_code, screenshot: view.screenshot }),
+            // Only the test-only mutant `qr-without-user-code` shows a QR without its user code (R-QR-1).
+            (Some(qr), None) if self.config.mutant == Some(MfpMutant::QrWithoutUserCode) => {
+                Ok(RegistrationView { qr, user_code: String::new(), screenshot: view.screenshot })
+            }
             _ => Err(MfpError::Timeout("a registration code")),
         }
     }
@@ -583,6 +619,10 @@ pub struct MfpArgs {
     /// `--tls-dir`, whose CA the desktop trusts); plain HTTP on loopback without it (docs/protocol.md C11).
     #[arg(long)]
     pub job_tls_dir: Option<PathBuf>,
+    /// TEST ONLY: run a known-broken printer that makes this one mistake, to prove the conformance suite catches
+    /// it (also with `--shim`; a loud warning goes to stderr). Never use it for anything else.
+    #[arg(long, value_name = "NAME")]
+    pub mutant: Option<MfpMutant>,
 }
 
 /// `roger-sim mfp`: registers (the QR in the terminal and as a PNG, the user code beside it), then runs the panel
@@ -595,7 +635,11 @@ pub async fn run(args: MfpArgs) -> ExitCode {
             out_dir: args.out_dir.clone(),
             model: args.model.clone(),
             serial: args.serial.clone(),
+            mutant: args.mutant,
         };
+        if let Some(m) = args.mutant {
+            eprintln!("roger-sim mfp: {}", m.warning());
+        }
         return shim::run_stdio(options).await;
     }
     let Some(discovery) = args.discovery.clone() else {
@@ -612,6 +656,7 @@ pub async fn run(args: MfpArgs) -> ExitCode {
     config.out_dir = args.out_dir.clone();
     config.auto_register = true;
     config.terminal_qr = true;
+    config.mutant = args.mutant;
     if let Some(dir) = &args.job_tls_dir {
         match crate::server::tls::load_or_create(dir, &[]) {
             Ok(tls) => config.job_tls = Some(tls.config),

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use roger_proto::discovery::TransportPolicy;
 use roger_proto::driver::mfp::{MfpClient, MfpEvent, MfpInput};
-use roger_proto::driver::reqwest_transport::ReqwestTransport;
 use roger_proto::driver::Driver;
 use roger_proto::lifecycle::{
     Connection, ConnectionState, DisconnectReason, LifecycleConfig, LifecycleEvent, RegistrationFailure,
@@ -26,10 +25,12 @@ use roger_proto::panel::{PanelConfig, PanelEvent, PanelState as MachinePanelStat
 use roger_proto::secret::AccessToken;
 use roger_proto::shim::PanelState;
 use roger_proto::token::TokenUser;
+use roger_proto::PeerViolation;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::mutant::{MfpMutant, MfpTransport};
 use super::printer::{PrintRecord, Printer};
 use super::{qr, state, MfpConfig, MfpError, PanelView};
 
@@ -78,11 +79,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A code on display: the QR payload and the user code beside it (R-QR-1).
+/// A code on display: the QR payload and the user code beside it (R-QR-1), and its non-secret `request_id` (a
+/// push reconnect polls it at once, R-PUSH-1).
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Shown {
     pub payload: String,
     pub user_code: String,
+    pub request_id: Option<String>,
 }
 
 /// What the printer shows and holds, as of its last event (the control API reads it; the machines stay the
@@ -115,6 +118,8 @@ pub(crate) struct Snapshot {
     pub reread_device: bool,
     /// The device the job endpoint was last published for.
     pub published_for: Option<String>,
+    /// Test-only mutant [`MfpMutant::QrWithoutUserCode`]: the panel shows no user code beside the QR.
+    pub hide_user_code: bool,
 }
 
 impl Snapshot {
@@ -140,6 +145,7 @@ impl Snapshot {
                 self.session_qr = p.current_qr().map(|q| Shown {
                     payload: q.verification_uri_complete.secret().to_owned(),
                     user_code: q.user_code_display.clone(),
+                    request_id: q.request_id.clone(),
                 });
             }
             None => {
@@ -177,7 +183,7 @@ impl Snapshot {
         PanelView {
             state,
             qr: shown.map(|s| s.payload.clone()),
-            user_code: shown.map(|s| s.user_code.clone()),
+            user_code: shown.map(|s| s.user_code.clone()).filter(|_| !self.hide_user_code),
             screenshot: shown.and(self.screenshot.clone()),
             user: if in_session { self.user.as_ref().map(|u| u.username.clone()) } else { None },
             scopes: if in_session { self.scopes.clone() } else { Vec::new() },
@@ -196,7 +202,7 @@ pub(crate) struct Core {
     pub endpoints: Endpoints,
     pub policy: TransportPolicy,
     /// The driver the control API, the publisher and the job endpoint send through (the runner has its own).
-    pub api: Driver<ReqwestTransport>,
+    pub api: Driver<MfpTransport>,
     pub inputs: mpsc::Sender<MfpInput>,
     snap: Mutex<Snapshot>,
     pub version: watch::Sender<u64>,
@@ -258,13 +264,19 @@ impl Core {
     /// Shows a code: the PNG screenshot and its code file in the state directory, and the terminal rendering
     /// when configured (R-QR-1: QR and user code together).
     fn show_code(&self, title: &str, shown: &Shown) -> Option<std::path::PathBuf> {
+        // Test-only mutant `qr-without-user-code`: the code is drawn without its user code (breaks R-QR-1).
+        let user_code = if self.config.mutant == Some(MfpMutant::QrWithoutUserCode) { "" } else { &shown.user_code };
         if self.config.terminal_qr {
-            match qr::render_terminal(&shown.payload, &shown.user_code) {
+            match qr::render_terminal(&shown.payload, user_code) {
+                Ok(text) if user_code.is_empty() => {
+                    let qr_only = text.lines().filter(|l| !l.starts_with("code:")).collect::<Vec<_>>().join("\n");
+                    println!("\n{title}\n{qr_only}\n")
+                }
                 Ok(text) => println!("\n{title}\n{text}or open {}\n", shown.payload),
                 Err(e) => self.say(format!("cannot draw the QR code in the terminal: {e}")),
             }
         }
-        match qr::write_screenshot(self.screenshot_dir(), &shown.payload, &shown.user_code) {
+        match qr::write_screenshot(self.screenshot_dir(), &shown.payload, user_code) {
             Ok(path) => Some(path),
             Err(e) => {
                 self.say(format!("cannot write the panel screenshot: {e}"));
@@ -288,10 +300,13 @@ impl Core {
         let mut draw: Option<Option<(String, Shown)>> = None;
         match ev {
             MfpEvent::Lifecycle(le) => match le {
-                LifecycleEvent::ShowRegistration { verification_uri_complete, user_code_display, .. } => {
+                LifecycleEvent::ShowRegistration {
+                    verification_uri_complete, user_code_display, request_id, ..
+                } => {
                     let shown = Shown {
                         payload: verification_uri_complete.secret().to_owned(),
                         user_code: user_code_display.clone(),
+                        request_id: request_id.clone(),
                     };
                     self.update(|s| s.registration = Some(shown.clone()));
                     draw = Some(Some(("Scan to register this printer (an admin approves it):".into(), shown)));
@@ -326,6 +341,7 @@ impl Core {
                         }
                     ));
                 }
+                LifecycleEvent::PeerViolation(v) => lines.push(peer_violation(*v, "registration")),
                 other => lines.push(format!("lifecycle: {other:?}")),
             },
             MfpEvent::Panel(pe) => match pe {
@@ -333,6 +349,7 @@ impl Core {
                     let shown = Shown {
                         payload: q.verification_uri_complete.secret().to_owned(),
                         user_code: q.user_code_display.clone(),
+                        request_id: q.request_id.clone(),
                     };
                     draw = Some(Some(("Scan to sign in at this printer:".into(), shown)));
                     lines.push("panel: showing a session QR code and its user code".into());
@@ -363,6 +380,7 @@ impl Core {
                     lines.push(format!("the session ended ({reason:?}); back to the QR code"));
                 }
                 PanelEvent::LoggedOut => lines.push("logged out; user tokens revoked (RFC 7009)".into()),
+                PanelEvent::PeerViolation(v) => lines.push(peer_violation(*v, "session")),
                 other => lines.push(format!("panel: {other:?}")),
             },
             MfpEvent::PinRefused(e) => {
@@ -394,6 +412,20 @@ impl Core {
             self.say(line);
         }
     }
+}
+
+/// Reports a rule the server broke and the printer tolerated (the `PeerViolation` vocabulary of roger-proto), as a
+/// warning in the log and a narration line. No payload is quoted: it may carry a user code (R-SEC-1).
+fn peer_violation(v: PeerViolation, code: &str) -> String {
+    let what = match v {
+        PeerViolation::ForeignQrOrigin => format!(
+            "the server's {code} QR link is not on the API origin (R-QR-4); it is not shown, the panel shows the \
+             API's own /device link with the same user code instead"
+        ),
+        other => format!("{other:?}"),
+    };
+    tracing::warn!(target: "roger_sim::mfp", violation = ?v, "peer violation: {what}");
+    format!("peer violation {v:?}: {what}")
 }
 
 fn registration_failure(why: &RegistrationFailure) -> String {
@@ -436,7 +468,9 @@ impl Instance {
             ),
             None => None,
         };
-        let transport = ReqwestTransport::new(ca.as_deref()).map_err(MfpError::Transport)?;
+        // The printer's HTTP layer; for a test-only mutant it also makes the mutant's mistake (`mutant.rs`).
+        let transport = MfpTransport::new(ca.as_deref(), config.mutant, config.state_dir.clone(), log.clone())
+            .map_err(MfpError::Transport)?;
         let api = Driver::new(transport.clone()).request_timeout(config.request_timeout);
         let policy = config.transport_policy();
         let region = api.discover(&config.discovery, config.region.as_deref(), policy).await?;
@@ -467,7 +501,10 @@ impl Instance {
             policy,
             api,
             inputs,
-            snap: Mutex::new(Snapshot::default()),
+            snap: Mutex::new(Snapshot {
+                hide_user_code: config.mutant == Some(MfpMutant::QrWithoutUserCode),
+                ..Snapshot::default()
+            }),
             version: watch::channel(0).0,
             log,
             handed_over: Mutex::new(HashMap::new()),
@@ -496,8 +533,19 @@ impl Instance {
             tokio::spawn(super::handover::serve(core.clone(), listener)),
             tokio::spawn(run_publisher(core.clone())),
         ];
-        if let Some(bus) = &config.push {
-            tasks.push(tokio::spawn(super::push::run(core.clone(), bus.clone())));
+        // PROTOCOL.md §11: an in-process bus when given, else the region's broker (credentials over HTTPS).
+        let source = match (&config.push, &config.broker) {
+            (Some(bus), _) => Some(super::push::Source::Bus(bus.clone())),
+            (None, super::BrokerPush::Pool(pool)) => Some(super::push::Source::Broker(pool.clone())),
+            (None, super::BrokerPush::Auto) if region.amqp.is_some() => {
+                let ca_pem = ca.as_deref().and_then(|c| String::from_utf8(c.to_vec()).ok());
+                let options = crate::amqp::ConsumerOptions::new(policy, ca_pem, "roger-mfp");
+                Some(super::push::Source::Broker(crate::amqp::BrokerPool::new(options, 1)))
+            }
+            (None, _) => None,
+        };
+        if let Some(source) = source {
+            tasks.push(tokio::spawn(super::push::run(core.clone(), source)));
         }
         Ok(Self { core, runner: Some(runner), tasks })
     }
@@ -539,7 +587,7 @@ impl Drop for Instance {
 /// [`Driver::run_mfp`] until stopped.
 async fn run_runner(
     core: Arc<Core>,
-    driver: Driver<ReqwestTransport>,
+    driver: Driver<MfpTransport>,
     mut client: MfpClient,
     mut rx: mpsc::Receiver<MfpInput>,
 ) {

@@ -51,6 +51,8 @@ pub struct ShimOptions {
     pub model: String,
     /// Serial number (PROTOCOL.md §5.1 `device_serial`; empty: the default).
     pub serial: String,
+    /// **Test-only**: the printer started by `start` is this known-broken variant (see [`super::mutant`]).
+    pub mutant: Option<super::MfpMutant>,
 }
 
 impl std::fmt::Debug for ShimOptions {
@@ -60,6 +62,7 @@ impl std::fmt::Debug for ShimOptions {
             .field("out_dir", &self.out_dir)
             .field("model", &self.model)
             .field("serial", &self.serial)
+            .field("mutant", &self.mutant)
             .finish()
     }
 }
@@ -186,6 +189,7 @@ impl Shim {
         config.client_id = client_id;
         config.push = self.options.push.clone();
         config.out_dir = self.options.out_dir.clone();
+        config.mutant = self.options.mutant;
         // docs/protocol.md §8: an answer later than 30 s fails the case, so a desktop release waits less.
         config.handover_wait = HANDOVER_WAIT;
         if !self.options.model.is_empty() {

@@ -11,15 +11,17 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use roger_proto::secret::BrokerPassword;
-use roger_proto::server::api::{PushConfig, ReleaseOutcome};
+use roger_proto::push::Id;
+use roger_proto::server::api::{is_valid_installation_id, PushConfig, ReleaseOutcome};
 use roger_proto::server::{ApiFailure, Principal, ServerCore};
+use roger_proto::token::scope;
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::app::Shared;
 use super::oauth_routes::{authorization, entry};
 use super::respond::{json, json_body, optional_json_body, problem, problem_name};
+use crate::bus::QueueSpec;
 use crate::drive::Drive;
 
 type S = State<Arc<Shared>>;
@@ -78,15 +80,41 @@ fn path_arg(p: P) -> Result<String, Response> {
     p.map(|Path(v)| v).map_err(|_| problem(&ApiFailure::bad_request("the path is not valid")))
 }
 
+/// What the push endpoints hand out (PROTOCOL.md §11): the broker of `roger-sim server --amqp`, with the shared test
+/// account it was started with (and `shared_test_account: true`, "says so"), or no broker (`404 push-unavailable`).
 fn push_config(s: &Shared) -> PushConfig {
-    PushConfig {
-        url: s.amqp.clone(),
-        vhost: "/".into(),
-        username: "guest".into(),
-        password: BrokerPassword::new("guest"),
-        shared_test_account: true,
-        ttl_secs: 3600,
+    s.push.clone()
+}
+
+/// PROTOCOL.md §11: the server declares the caller's queue before it hands out credentials for it, so the queue
+/// exists (again, after `x-expires` removed it) when the client starts consuming, and an app queue is bound to the
+/// user now signed in. Callers the endpoint will refuse (no token, wrong scope, bad installation id) are left to
+/// the endpoint's own answer. `Err` is the answer when the broker cannot declare it: `503`, retry later.
+async fn declare_push_queue(s: &Shared, h: &HeaderMap, installation: Option<&str>) -> Result<(), Response> {
+    if s.push.url.is_none() {
+        return Ok(());
     }
+    let Ok(who) = s.read(|core, now| core.authenticate(now, authorization(h))) else { return Ok(()) };
+    let spec = match installation {
+        None if who.has_any_scope(&[scope::DEVICE]) => {
+            who.device_id().and_then(|d| Id::new(d).ok()).map(QueueSpec::Device)
+        }
+        Some(inst) if who.has_any_scope(&[scope::APP]) && is_valid_installation_id(inst) => {
+            match (who.user_id().map(Id::new), Id::new(inst)) {
+                (Some(Ok(user_id)), Ok(installation_id)) => Some(QueueSpec::App { user_id, installation_id }),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let Some(spec) = spec else { return Ok(()) };
+    s.bus.declare(spec).await.map_err(|e| {
+        tracing::warn!("push queue declaration failed: {e}");
+        problem(
+            &ApiFailure::new(503, "unavailable", "The push broker is unavailable")
+                .with_detail("retry later; poll at the plain interval meanwhile"),
+        )
+    })
 }
 
 async fn get_device(State(s): S, h: HeaderMap) -> Response {
@@ -102,6 +130,9 @@ async fn put_device(State(s): S, h: HeaderMap, b: Body) -> Response {
 }
 
 async fn device_push(State(s): S, h: HeaderMap) -> Response {
+    if let Err(r) = declare_push_queue(&s, &h, None).await {
+        return r;
+    }
     let cfg = push_config(&s);
     call(s, Method::GET, "/api/v1/device/push", &h, move |c, now, w, _| {
         to_json(200, &c.device_push_credentials(now, w, &cfg)?)
@@ -110,8 +141,11 @@ async fn device_push(State(s): S, h: HeaderMap) -> Response {
 }
 
 async fn app_push(State(s): S, h: HeaderMap, Query(q): Q) -> Response {
-    let cfg = push_config(&s);
     let installation = q.get("installation_id").cloned().unwrap_or_default();
+    if let Err(r) = declare_push_queue(&s, &h, Some(&installation)).await {
+        return r;
+    }
+    let cfg = push_config(&s);
     call(s, Method::GET, "/api/v1/me/push", &h, move |c, now, w, _| {
         to_json(200, &c.app_push_credentials(now, w, &installation, &cfg)?)
     })

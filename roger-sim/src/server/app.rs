@@ -35,6 +35,9 @@ pub struct Shared {
     pub discovery: String,
     /// The broker URL handed out in discovery and push credentials.
     pub amqp: Option<String>,
+    /// What `GET /api/v1/device/push` and `/api/v1/me/push` hand out (PROTOCOL.md §11; `url: None` without a
+    /// broker, so they answer `404 push-unavailable`).
+    pub push: roger_proto::server::api::PushConfig,
     /// A token that opens `/sim/` to non-loopback callers.
     pub control_token: Option<String>,
     /// Key for the login form's CSRF tokens.
@@ -45,6 +48,8 @@ pub struct Shared {
     pub faults: Mutex<super::faults::Faults>,
     /// What the API listener received in request bodies (R-DATA-1 evidence, `GET /sim/traffic`).
     pub traffic: super::traffic::Traffic,
+    /// The test-only mutant this server runs, if any, and what it keeps ([`super::mutant`]).
+    pub mutant: super::mutant::MutantState,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,16 +1,16 @@
 //! Seeded, per-route fault injection (DESIGN.md "Faults": "seeded and named like turmoil's vocabulary … set per
 //! route through `/sim/faults`; the seed goes into every report").
 //!
-//! A [`FaultPlan`] (`POST /sim/faults`) is a seed and an ordered list of [`FaultRule`]s. For every request to the
-//! API listener, [`inject`] (an axum middleware on the API router) looks at the rules in order. A rule *matches*
-//! when its `route` names the request path (exactly, or as a route template whose `{name}` segments stand for any
-//! one segment), its optional `grant_type` filter names the request's form `grant_type`, the fault fits the request
-//! (see [`FaultKind`]), and its `count` is not used up. Each matching rule takes one draw from the plan's
-//! `StdRng::seed_from_u64(seed)`: the rule fires when the draw (uniform in `[0, 1)`) is below its `probability`.
-//! The first rule that fires is applied; at most one fault per request. The same seed and the same request sequence
-//! therefore replay the same faults. Every applied fault adds an entry to the request log (`GET /sim/log`) with
-//! `outcome: "fault:<name>"` after the entries of any processing it let through; its `status` is what the client
-//! received (`0`: no answer at all).
+//! A [`FaultPlan`] (`POST /sim/faults`) is a seed and an ordered list of [`FaultRule`]s. For every request to the API
+//! listener whose route a rule names, [`inject`] (called by the listener's service layer, `service.rs`) looks at the
+//! rules in order. A rule *matches* when its `route` names the request path (exactly, or as a route template whose
+//! `{name}` segments stand for any one segment), its optional `grant_type` filter names the request's form
+//! `grant_type`, the fault fits the request (see [`FaultKind`]), and its `count` is not used up. Each matching rule
+//! takes one draw from the plan's `StdRng::seed_from_u64(seed)`: the rule fires when the draw (uniform in `[0, 1)`) is
+//! below its `probability`. The first rule that fires is applied; at most one fault per request. The same seed and the
+//! same request sequence therefore replay the same faults. Every applied fault adds an entry to the request log (`GET
+//! /sim/log`) with `outcome: "fault:<name>"` after the entries of any processing it let through; its `status` is what
+//! the client received (`0`: no answer at all).
 //!
 //! `drop_response` lets the core process the request (its journal is committed) and then closes the connection
 //! without an answer: [`inject`] marks the response with [`DropConnection`], and the connection layer in
@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Router;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use roger_proto::error::OAuthErrorCode;
@@ -454,17 +454,17 @@ async fn rewrite_issuer(resp: Response, api: &str) -> Response {
 fn fault_entry(s: &Shared, req: &axum::http::request::Parts, rule: &FaultRule, form: Option<&Form>) -> LogEntry {
     let path = if rule.route.contains('{') { rule.route.as_str() } else { req.uri.path() };
     let mut e = entry(s, &req.method, path.to_owned());
-    e.outcome = Some(format!("fault:{}", rule.fault.name()));
+    e.outcome = Some(format!("fault:{}", rule.fault.name()).into());
     e.authenticated = req.headers.contains_key(header::AUTHORIZATION);
     if let Some(f) = form {
-        e.grant_type = f.get("grant_type").map(str::to_owned);
+        e.grant_type = f.get("grant_type").map(|g| super::log::intern(g, &super::log::GRANT_TYPES));
         e.client_id = f.get("client_id").map(str::to_owned);
         // Device-code polls: the code's hash prefix, its interval and the gap since its last processed poll, as
         // the token handler logs them (PROTOCOL.md §12: a poll is a poll, answered or not).
         if e.grant_type.as_deref() == Some(GRANT_DEVICE_CODE) {
             if let Some(code) = f.get("device_code") {
                 let hash = SecretHash::of(code);
-                e.code = Some(hash.to_hex()[..12].to_owned());
+                e.code = Some(hash.hex_prefix(super::log::LOG_CODE_HEX));
                 s.read(|core, now| {
                     if let Some(rec) = core.state().codes.get(&hash) {
                         e.interval_s = Some(rec.interval);
@@ -481,12 +481,23 @@ fn rebuild(parts: &axum::http::request::Parts, body: &Bytes) -> Request {
     Request::from_parts(parts.clone(), Body::from(body.clone()))
 }
 
-/// The middleware (`axum::middleware::from_fn_with_state` on the API router): applies the plan of
-/// `POST /sim/faults` to each request, as described in the module documentation.
-pub async fn inject(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if !lock(&s.faults).targets(req.uri().path()) {
-        return next.run(req).await;
+/// Whether the plan of `POST /sim/faults` may apply to a request for `path` (the API service's cheap first look;
+/// [`inject`] then decides).
+pub fn targets(s: &Shared, path: &str) -> bool {
+    lock(&s.faults).targets(path)
+}
+
+/// Runs `req` through `router` (the API router without its service layer).
+async fn next(router: &Router, req: Request) -> Response {
+    match tower::ServiceExt::oneshot(router.clone(), req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
     }
+}
+
+/// Applies the plan of `POST /sim/faults` to a request whose path the plan [`targets`], as described in the module
+/// documentation; `router` processes whatever the chosen fault lets through.
+pub async fn inject(s: Arc<Shared>, req: Request, router: Router) -> Response {
     let path = req.uri().path().to_owned();
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else { return too_large(&path) };
@@ -494,13 +505,13 @@ pub async fn inject(State(s): State<Arc<Shared>>, req: Request, next: Next) -> R
         (media_type(&parts.headers) == "application/x-www-form-urlencoded").then(|| Form::parse(&bytes).ok()).flatten();
     let grant_type = form.as_ref().and_then(|f| f.get("grant_type"));
     let Some(chosen) = lock(&s.faults).choose(&path, grant_type) else {
-        return next.run(rebuild(&parts, &bytes)).await;
+        return next(&router, rebuild(&parts, &bytes)).await;
     };
     let rule = chosen.rule;
     let mut e = fault_entry(&s, &parts, &rule, form.as_ref());
     let resp = match rule.fault {
         FaultKind::DropResponse => {
-            let processed = next.run(rebuild(&parts, &bytes)).await;
+            let processed = next(&router, rebuild(&parts, &bytes)).await;
             drop(processed);
             let mut r = StatusCode::SERVICE_UNAVAILABLE.into_response();
             r.extensions_mut().insert(DropConnection);
@@ -510,12 +521,12 @@ pub async fn inject(State(s): State<Arc<Shared>>, req: Request, next: Next) -> R
         }
         FaultKind::Delay => {
             tokio::time::sleep(Duration::from_millis(rule.delay_ms.unwrap_or(0))).await;
-            next.run(rebuild(&parts, &bytes)).await
+            next(&router, rebuild(&parts, &bytes)).await
         }
         FaultKind::Duplicate => {
-            let first = next.clone().run(rebuild(&parts, &bytes)).await;
+            let first = next(&router, rebuild(&parts, &bytes)).await;
             drop(first);
-            next.run(rebuild(&parts, &bytes)).await
+            next(&router, rebuild(&parts, &bytes)).await
         }
         FaultKind::Status5xx => html_5xx(rule.status.unwrap_or(503), rule.retry_after),
         FaultKind::TooManyRequests => {
@@ -531,7 +542,7 @@ pub async fn inject(State(s): State<Arc<Shared>>, req: Request, next: Next) -> R
             "polling too fast: add 5 seconds to the interval (RFC 8628 §3.5)",
         )),
         FaultKind::WrongIssuer => {
-            let r = next.run(rebuild(&parts, &bytes)).await;
+            let r = next(&router, rebuild(&parts, &bytes)).await;
             rewrite_issuer(r, &s.api).await
         }
     };
@@ -670,7 +681,7 @@ mod tests {
         s.shared
             .log_since(0)
             .into_iter()
-            .filter_map(|e| e.outcome.filter(|o| o.starts_with("fault:")).map(|o| (o, e.status)))
+            .filter_map(|e| e.outcome.filter(|o| o.starts_with("fault:")).map(|o| (o.into_owned(), e.status)))
             .collect()
     }
 

@@ -26,7 +26,7 @@ pub struct LogEntry {
     pub path: Cow<'static, str>,
     /// `grant_type` of a token request.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub grant_type: Option<String>,
+    pub grant_type: Option<Cow<'static, str>>,
     /// `client_id` of an OAuth request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
@@ -34,7 +34,7 @@ pub struct LogEntry {
     pub status: u16,
     /// The OAuth error code or problem name of a refusal.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<Cow<'static, str>>,
     /// Device-code polls: the first 12 hex digits of the code's SHA-256 (enough to group polls, useless to an
     /// attacker).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,6 +48,9 @@ pub struct LogEntry {
     /// Whether the request carried device-bound client authentication or a bearer token.
     pub authenticated: bool,
 }
+
+/// Hex digits of a device code's SHA-256 in [`LogEntry::code`].
+pub const LOG_CODE_HEX: usize = 12;
 
 /// The log.
 #[derive(Debug, Default)]
@@ -72,3 +75,35 @@ impl RequestLog {
         self.entries.iter().filter(|e| e.seq >= since).cloned().collect()
     }
 }
+
+/// `value` as a log string: borrowed when it is one of `known` (the protocol's grant types and error codes), so the
+/// request log costs no allocation for them; copied otherwise.
+pub fn intern(value: &str, known: &[&'static str]) -> Cow<'static, str> {
+    match known.iter().find(|k| **k == value) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(value.to_owned()),
+    }
+}
+
+/// The grant types of PROTOCOL.md §3 (RFC 6749 §4, RFC 8628 §3.4), for [`intern`].
+pub const GRANT_TYPES: [&str; 4] =
+    ["refresh_token", roger_proto::metadata::GRANT_DEVICE_CODE, "authorization_code", "password"];
+
+/// The OAuth error codes of RFC 6749 §5.2, RFC 6750 §3.1, RFC 7009 §2.2.1 and RFC 8628 §3.5, for [`intern`].
+pub const OAUTH_ERRORS: [&str; 15] = [
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "authorization_pending",
+    "slow_down",
+    "access_denied",
+    "expired_token",
+    "unsupported_token_type",
+    "temporarily_unavailable",
+    "server_error",
+    "invalid_token",
+    "insufficient_scope",
+];

@@ -9,13 +9,16 @@ pub mod clock;
 pub mod faults;
 pub mod fixtures;
 pub mod log;
+pub mod mutant;
 pub mod oauth_routes;
 pub mod openapi;
 pub mod respond;
 pub mod run;
+pub mod service;
 pub mod sim_routes;
 pub mod store;
 pub mod tls;
 pub mod traffic;
 
+pub use mutant::ServerMutant;
 pub use run::{start, RunningServer, ServerConfig, ServerInfo, StartError};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use roger_proto::api::CodeDecision;
@@ -23,7 +23,7 @@ use roger_proto::wire::Form;
 use sha2::{Digest, Sha256};
 
 use super::app::Shared;
-use super::log::LogEntry;
+use super::log::{intern, LogEntry, GRANT_TYPES, LOG_CODE_HEX};
 use super::respond::{
     json, json_body, oauth_code, oauth_error, oauth_invalid_request, ok_empty, problem, problem_name, read_oauth_form,
     MAX_BODY,
@@ -61,7 +61,12 @@ pub(crate) fn authorization(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn body_or_oauth_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
-    body.map_err(|_| oauth_invalid_request(&format!("the body is unreadable or larger than {MAX_BODY} bytes")))
+    body.map_err(|_| oauth_body_error())
+}
+
+/// The answer to an OAuth request whose body cannot be read or is over [`MAX_BODY`] (PROTOCOL.md §10).
+fn oauth_body_error() -> Response {
+    oauth_invalid_request(&format!("the body is unreadable or larger than {MAX_BODY} bytes"))
 }
 
 /// Renders a core answer of an OAuth endpoint, noting a refusal's code in the log entry.
@@ -113,13 +118,19 @@ pub async fn device_authorization(State(s): S, headers: HeaderMap, body: Result<
 }
 
 /// `POST /oauth/token` (RFC 6749 §3.2, RFC 8628 §3.4).
-pub async fn token(State(s): S, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+///
+/// Takes the request whole rather than a `HeaderMap` extractor, which would copy the headers: this is the hot path
+/// of every printer (polls and refreshes).
+pub async fn token(State(s): S, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let body = axum::body::to_bytes(body, MAX_BODY).await;
     let mut e = entry(&s, &Method::POST, "/oauth/token");
     e.authenticated = authorization(&headers).is_some();
     let resp = (|| {
-        let body = body_or_oauth_error(body)?;
+        let body = body.map_err(|_| oauth_body_error())?;
         let form = read_oauth_form(&headers, &body)?;
-        e.grant_type = form.get("grant_type").map(str::to_owned);
+        e.grant_type = form.get("grant_type").map(|g| intern(g, &GRANT_TYPES));
         e.client_id = form.get("client_id").map(str::to_owned);
         let req = TokenRequest::from_parsed(&form).map_err(|err| {
             let f = roger_proto::server::OAuthFailure::bad(err.oauth_code(), &err.to_string());
@@ -134,7 +145,7 @@ pub async fn token(State(s): S, headers: HeaderMap, body: Result<Bytes, BytesRej
             // PROTOCOL.md §12: the log shows each poll's gap and the interval it was judged by (read under the same
             // lock as the poll itself).
             if let Some(hash) = &polled {
-                e.code = Some(hash.to_hex()[..12].to_owned());
+                e.code = Some(hash.hex_prefix(LOG_CODE_HEX));
                 if let Some(rec) = core.state().codes.get(hash) {
                     e.interval_s = Some(rec.interval);
                     e.gap_ms = rec.last_poll.map(|p| (now - p).whole_milliseconds() as i64);

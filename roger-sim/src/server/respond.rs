@@ -2,6 +2,8 @@
 //! clear 4xx in the right shape (RFC 6749 §5.2 JSON on OAuth endpoints, RFC 9457 problem details on the API), never
 //! a 5xx for bad input (PROTOCOL.md §10).
 
+use std::borrow::Cow;
+
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +11,8 @@ use roger_proto::error::{OAuthErrorCode, ProblemDetails, PROBLEM_JSON};
 use roger_proto::server::{ApiFailure, OAuthFailure};
 use roger_proto::wire::Form;
 use serde::Serialize;
+
+use super::log::{intern, OAUTH_ERRORS};
 
 /// Largest request body the API accepts (docs/protocol.md C10: 413 beyond 64 KiB).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -19,8 +23,10 @@ fn status(code: u16) -> StatusCode {
 
 /// A JSON answer.
 pub fn json<T: Serialize>(code: u16, body: &T) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => (status(code), [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes)
+    // Sized for a token response, so serialising does not grow the buffer several times.
+    let mut bytes = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => (status(code), [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes)
             .into_response(),
         Err(_) => problem(&ApiFailure::new(500, "internal", "The answer could not be encoded")),
     }
@@ -66,9 +72,17 @@ pub fn media_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// Whether the request's media type (without parameters) is `expected` (ASCII case-insensitive, RFC 9110 §8.3.1).
+pub fn is_media_type(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(expected))
+}
+
 /// Reads an OAuth form body (RFC 6749 §3.2: `application/x-www-form-urlencoded`; parameters MUST NOT repeat).
 pub fn read_oauth_form(headers: &HeaderMap, body: &Bytes) -> Result<Form, Response> {
-    if media_type(headers) != "application/x-www-form-urlencoded" {
+    if !is_media_type(headers, "application/x-www-form-urlencoded") {
         return Err(oauth_invalid_request("the body must be application/x-www-form-urlencoded"));
     }
     if body.len() > MAX_BODY {
@@ -128,14 +142,14 @@ pub fn method_not_allowed() -> Response {
     problem(&ApiFailure::new(405, "method-not-allowed", "Method not allowed"))
 }
 
-/// The OAuth error body as a value (for logs).
-pub fn oauth_code(f: &OAuthFailure) -> String {
-    f.body.error.to_string()
+/// The OAuth error code of a refusal (for logs).
+pub fn oauth_code(f: &OAuthFailure) -> Cow<'static, str> {
+    intern(f.body.error.as_str(), &OAUTH_ERRORS)
 }
 
 /// A problem's short name (for logs).
-pub fn problem_name(p: &ProblemDetails) -> String {
-    p.roger_name().unwrap_or(&p.problem_type).to_owned()
+pub fn problem_name(p: &ProblemDetails) -> Cow<'static, str> {
+    Cow::Owned(p.roger_name().unwrap_or(&p.problem_type).to_owned())
 }
 
 /// A 200 with an empty JSON object (answers whose body does not matter, RFC 7009 §2.2).

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit};
-use axum::http::{header, HeaderValue, Request};
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,10 +24,13 @@ use tower::ServiceExt;
 use super::app::Shared;
 use super::clock::{ClockKind, SharedClock, SystemClock, VirtualClock};
 use super::log::RequestLog;
+use super::service::ApiService;
 use super::store::Store;
 use super::{faults, fixtures, oauth_routes as o, respond, sim_routes as sim, tls};
+use crate::amqp::{AmqpBus, AmqpConfig};
 use crate::bus::{InProcessBus, PushBus};
 use crate::drive::Drive;
+use roger_proto::server::api::PushConfig;
 
 /// How to run a server.
 #[derive(Debug, Clone)]
@@ -51,6 +55,11 @@ pub struct ServerConfig {
     pub control_token: Option<String>,
     /// Settings for new tenants and registrations (fixtures may override per tenant).
     pub settings: Option<TenantSettings>,
+    /// **Test-only**: run a known-broken variant that makes this one mistake (DESIGN.md "Conformance": mutants
+    /// prove the suite; see [`super::mutant`]). `None`, the default, is the server as specified.
+    pub mutant: Option<super::mutant::ServerMutant>,
+    /// Push through a real AMQP broker (PROTOCOL.md §11) instead of the in-process bus.
+    pub amqp: Option<AmqpConfig>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +75,8 @@ impl Default for ServerConfig {
             seed: None,
             control_token: None,
             settings: None,
+            mutant: None,
+            amqp: None,
         }
     }
 }
@@ -101,6 +112,9 @@ pub enum StartError {
     /// The fixture is unreadable or invalid.
     #[error("fixture: {0}")]
     Fixture(String),
+    /// The push broker could not be used (PROTOCOL.md §11).
+    #[error("push broker: {0}")]
+    Broker(#[from] crate::amqp::AmqpError),
 }
 
 /// A running server.
@@ -109,6 +123,8 @@ pub struct RunningServer {
     pub info: ServerInfo,
     /// The shared state (for in-process tests and the demo).
     pub shared: Arc<Shared>,
+    /// The AMQP bus when the server pushes through a broker (tests delete its topology at the end).
+    pub amqp: Option<AmqpBus>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -123,9 +139,9 @@ impl RunningServer {
     }
 }
 
-/// The API router.
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+/// The API: its routes behind [`ApiService`] (body counting and limit, fault injection, R-SEC-1 headers).
+pub fn router(shared: Arc<Shared>) -> ApiService {
+    let routes = Router::new()
         .route("/regions", get(o::regions))
         .route("/.well-known/oauth-authorization-server", get(o::metadata))
         .route("/oauth/device_authorization", post(o::device_authorization))
@@ -146,22 +162,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/sim/faults", get(sim::get_faults).post(sim::post_faults).delete(sim::delete_faults))
         .route("/openapi.json", get(super::openapi::serve))
         .fallback(|| async { respond::not_found() })
-        .method_not_allowed_fallback(|| async { respond::method_not_allowed() })
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), faults::inject))
-        .layer(DefaultBodyLimit::max(respond::MAX_BODY))
-        .layer(axum::middleware::map_response(no_store))
-        // Outermost: each body the listener receives is counted once, whatever faults do with it.
-        .layer(axum::middleware::map_request_with_state(shared.clone(), super::traffic::count))
-        .with_state(shared)
-}
-
-/// R-SEC-1: every answer of the API listener may carry a credential, so none is cached.
-async fn no_store(mut r: axum::response::Response) -> axum::response::Response {
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    r
+        .method_not_allowed_fallback(|| async { respond::method_not_allowed() });
+    // A test-only mutant rewrites the routes' answers (nothing is added for a correct server).
+    let routes = super::mutant::wrap(routes, &shared).with_state(shared.clone());
+    ApiService::new(routes, shared)
 }
 
 fn origin(scheme: &str, addr: SocketAddr) -> String {
@@ -236,11 +240,25 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         fixtures::apply(&fixture, &mut core, clock.now(), &mut drive)
             .map_err(|e| StartError::Fixture(e.to_string()))?;
     }
+    if let Some(m) = config.mutant {
+        // Loud on purpose: a mutant must never pass for the real server.
+        eprintln!("roger-sim server: {}", m.warning());
+        tracing::warn!("{}", m.warning());
+    }
+    core.set_mutations(super::mutant::ServerMutant::core_mutations(config.mutant));
     let initial = core.take_changes();
     store.commit(&initial).map_err(|e| StartError::State(e.to_string()))?;
     let mut csrf_key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut csrf_key);
-    let bus: Arc<dyn PushBus> = Arc::new(InProcessBus::new());
+    // PROTOCOL.md §11: a real broker when configured, else the in-process bus.
+    let (bus, amqp_bus, push): (Arc<dyn PushBus>, Option<AmqpBus>, PushConfig) = match config.amqp {
+        Some(amqp) => {
+            let amqp = AmqpBus::connect(amqp).await?;
+            (Arc::new(amqp.clone()), Some(amqp.clone()), amqp.push_config())
+        }
+        None => (Arc::new(InProcessBus::new()), None, PushConfig::without_broker()),
+    };
+    let amqp_url = push.url.clone();
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         store: Mutex::new(store),
@@ -250,12 +268,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         log: Mutex::new(RequestLog::default()),
         discovery: api.clone(),
         api: api.clone(),
-        amqp: None,
+        amqp: amqp_url.clone(),
+        push,
         control_token: config.control_token.clone(),
         csrf_key,
         tls: tls.is_some(),
         faults: Mutex::new(faults::Faults::default()),
         traffic: Default::default(),
+        mutant: super::mutant::MutantState::new(config.mutant),
     });
 
     let (tx, rx) = watch::channel(false);
@@ -268,19 +288,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         discovery: api.clone(),
         api,
         drive: drive_origin,
-        amqp: None,
+        amqp: amqp_url,
         ca: tls.map(|t| t.ca_path.display().to_string()),
     };
-    Ok(RunningServer { info, shared, shutdown: tx, tasks })
+    Ok(RunningServer { info, shared, amqp: amqp_bus, shutdown: tx, tasks })
 }
 
 /// Accepts connections until shutdown; each gets the router with its peer address (for `/sim` access control).
-pub(crate) async fn serve(
+pub(crate) async fn serve<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: tower::Service<Request<hyper::body::Incoming>, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {

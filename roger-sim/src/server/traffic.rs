@@ -9,7 +9,6 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use serde::Serialize;
 
@@ -56,35 +55,61 @@ impl Traffic {
     }
 }
 
-/// Middleware: wraps the request body so that what the handler reads is counted (and inspected).
-pub async fn count(State(s): State<Arc<Shared>>, req: Request) -> Request {
-    req.map(|inner| Body::new(Counted { inner, shared: s, seen: Vec::new() }))
+/// The request body the API service hands to the router: `inner`, counted (and inspected) as the handler reads it,
+/// and cut off with an error once it exceeds [`MAX_BODY`](super::respond::MAX_BODY) (handlers answer such a body
+/// in their route's shape, PROTOCOL.md §10).
+pub(crate) fn counted<B>(shared: Arc<Shared>, inner: B) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    Body::new(Counted { inner, shared, read: 0, seen: Vec::new() })
 }
 
+/// The error frame of a body over the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than {} bytes", super::respond::MAX_BODY)]
+struct TooLarge;
+
 /// A request body that counts its data frames and, when dropped, hands what was read to the inspector.
-struct Counted {
-    inner: Body,
+struct Counted<B> {
+    inner: B,
     shared: Arc<Shared>,
+    read: usize,
     seen: Vec<u8>,
 }
 
-impl HttpBody for Counted {
+impl<B> HttpBody for Counted<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
     type Data = Bytes;
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                let traffic = &this.shared.traffic;
-                traffic.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                if traffic.inspector.get().is_some() {
-                    this.seen.extend_from_slice(data);
-                }
+        if this.read > super::respond::MAX_BODY {
+            return Poll::Ready(Some(Err(axum::Error::new(TooLarge))));
+        }
+        let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(axum::Error::new(e)))),
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = polled.data_ref() {
+            this.read = this.read.saturating_add(data.len());
+            let traffic = &this.shared.traffic;
+            traffic.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            if traffic.inspector.get().is_some() {
+                this.seen.extend_from_slice(data);
+            }
+            if this.read > super::respond::MAX_BODY {
+                return Poll::Ready(Some(Err(axum::Error::new(TooLarge))));
             }
         }
-        polled
+        Poll::Ready(Some(Ok(polled)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -96,7 +121,7 @@ impl HttpBody for Counted {
     }
 }
 
-impl Drop for Counted {
+impl<B> Drop for Counted<B> {
     fn drop(&mut self) {
         let traffic = &self.shared.traffic;
         traffic.bodies.fetch_add(1, Ordering::Relaxed);

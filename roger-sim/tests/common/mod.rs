@@ -3,6 +3,9 @@
 //! form, registering a printer, approving codes, advancing the clock).
 #![allow(dead_code)]
 
+/// Broker scenarios (issue 5): `ROGER_AMQP_URL`, unique prefixes, a cutting and TLS-terminating proxy.
+pub mod amqp;
+
 use std::time::Duration;
 
 use roger_proto::authorize::{parse_redirect, AuthorizationRequest, MOBILE_REDIRECT_URI};

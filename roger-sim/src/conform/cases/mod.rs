@@ -1,0 +1,235 @@
+//! The catalogue: one file per area, each declaring its cases with a stable ID, the requirement sentence, its
+//! sources, its level, the mutants it is aimed at, and how it is played (DESIGN.md "Conformance", after h2spec).
+
+mod bad_input;
+mod bearer;
+mod data;
+mod device_grant;
+mod discovery;
+mod lost_answers;
+mod password;
+mod qr_session;
+mod refresh;
+mod revocation;
+mod tls;
+
+use std::time::Duration;
+
+use super::case::{Case, Finding};
+use super::env::ClientEnv;
+use super::judge::{self, PolledCode, TooEarly};
+use super::proxy::Exchange;
+
+/// Every case, in catalogue order (area by area).
+pub fn catalogue() -> Vec<Case> {
+    let mut all = Vec::new();
+    all.extend(discovery::cases());
+    all.extend(discovery::server_cases());
+    all.extend(device_grant::cases());
+    all.extend(device_grant::server_cases());
+    all.extend(qr_session::cases());
+    all.extend(qr_session::server_cases());
+    all.extend(password::cases());
+    all.extend(password::server_cases());
+    all.extend(refresh::cases());
+    all.extend(refresh::server_cases());
+    all.extend(lost_answers::cases());
+    all.extend(lost_answers::server_cases());
+    all.extend(revocation::cases());
+    all.extend(revocation::server_cases());
+    all.extend(bearer::cases());
+    all.extend(bearer::server_cases());
+    all.extend(data::cases());
+    all.extend(data::server_cases());
+    all.extend(tls::cases());
+    all.extend(bad_input::cases());
+    all.extend(bad_input::server_cases());
+    all
+}
+
+/// Declares how a case is played in client mode: `client!(setup_fn, run_fn)`.
+macro_rules! client {
+    ($setup:expr, $run:path) => {
+        Some($crate::conform::case::ClientCase { setup: $setup, run: |env| Box::pin($run(env)) })
+    };
+}
+pub(crate) use client;
+
+/// Declares how a case is played in server mode: `server!(exclusive, run_fn)`.
+macro_rules! server {
+    ($exclusive:expr, $run:path) => {
+        Some($crate::conform::case::ServerCase { exclusive: $exclusive, run: |env| Box::pin($run(env)) })
+    };
+}
+pub(crate) use server;
+
+/// Everything a case file needs.
+mod prelude {
+    pub(super) use std::time::Duration;
+
+    pub(super) use roger_proto::shim::PanelState;
+
+    pub(super) use super::super::case::{Area, Case, CaseError, EvidenceSource, Finding, Level};
+    pub(super) use super::super::env::{ClientEnv, ClientSetup, Who, STATE_WAIT};
+    pub(super) use super::super::proxy::{Exchange, Rewrites};
+    pub(super) use super::super::server_env::{Actor, ServerEnv};
+    pub(super) use super::{client, server};
+    pub(super) use crate::server::faults::{FaultKind, FaultRule};
+
+    /// No adjustment: the kit's defaults.
+    pub(super) fn defaults(_: &mut ClientSetup) {}
+
+    /// A fault rule with the defaults of `/sim/faults` (probability 1, no limit).
+    pub(super) fn rule(route: &str, grant_type: Option<&str>, fault: FaultKind, count: Option<u64>) -> FaultRule {
+        FaultRule {
+            route: route.into(),
+            grant_type: grant_type.map(str::to_owned),
+            fault,
+            probability: 1.0,
+            count,
+            delay_ms: None,
+            status: None,
+            retry_after: None,
+        }
+    }
+}
+
+/// Judges every polled device code against the timing model, counting only violations of `kinds`; `Broken` with
+/// the first few (and wire evidence), or `Holds` when at least `min_gaps` gaps were judged.
+pub(crate) fn poll_timing(env: &mut ClientEnv, kinds: &[TooEarly], min_gaps: usize) -> Finding {
+    let codes = judge::polled_codes(&env.exchanges());
+    poll_timing_of(env, &codes, kinds, min_gaps)
+}
+
+/// [`poll_timing`] over chosen codes.
+pub(crate) fn poll_timing_of(
+    env: &mut ClientEnv,
+    codes: &[PolledCode],
+    kinds: &[TooEarly],
+    min_gaps: usize,
+) -> Finding {
+    let gaps: usize = codes.iter().map(|c| c.polls.len().saturating_sub(1)).sum();
+    let violations: Vec<_> =
+        codes.iter().flat_map(judge::poll_violations).filter(|v| kinds.contains(&v.kind)).collect();
+    let vault = env.vault();
+    for c in codes {
+        let polls: Vec<&Exchange> = c.polls.iter().collect();
+        env.note_exchanges(polls, 12);
+    }
+    if let Some(first) = violations.first() {
+        let more = if violations.len() > 1 { format!(" (and {} more)", violations.len() - 1) } else { String::new() };
+        return Finding::Broken(vault.redact(&format!("{}{more}", first.sentence())));
+    }
+    if gaps < min_gaps {
+        return Finding::Broken(format!(
+            "only {gaps} gaps between polls were seen; at least {min_gaps} are needed to judge"
+        ));
+    }
+    Finding::Holds
+}
+
+/// Sleeps (the MFP works meanwhile).
+pub(crate) async fn observe(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+/// The registration codes (not device-bound) the MFP polled.
+pub(crate) fn registration_codes(env: &ClientEnv) -> Vec<PolledCode> {
+    judge::polled_codes(&env.exchanges()).into_iter().filter(|c| !c.session).collect()
+}
+
+/// Whether an answer carries `Cache-Control: no-store` and `Pragma: no-cache` (R-SEC-1, RFC 6749 §5.1).
+pub(crate) fn no_store(e: &Exchange) -> bool {
+    let h = |name: &str| {
+        e.resp_headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    h("cache-control").iter().any(|v| v == "no-store") && h("pragma").iter().any(|v| v == "no-cache")
+}
+
+/// The `WWW-Authenticate` header of an answer.
+pub(crate) fn www_authenticate(e: &Exchange) -> Option<String> {
+    e.resp_headers.get("www-authenticate").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Whether an exchange is a poll answered with OAuth `error`.
+pub(crate) fn poll_answered(e: &Exchange, error: &str) -> bool {
+    e.is_poll() && e.oauth_error().as_deref() == Some(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::super::case::{Mode, MFP_MUTANTS, SERVER_MUTANTS};
+    use super::super::coverage::RULES;
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_well_formed() {
+        let all = catalogue();
+        let mut seen = BTreeSet::new();
+        for c in &all {
+            assert!(seen.insert(c.id), "duplicate id {}", c.id);
+            let parts: Vec<&str> = c.id.split('/').collect();
+            assert_eq!(parts.len(), 3, "{}: <source>/<section or rule>/<slug>", c.id);
+            assert!(
+                ["rfc6749", "rfc6750", "rfc7009", "rfc7636", "rfc8414", "rfc8628", "roger"].contains(&parts[0]),
+                "{}",
+                c.id
+            );
+            assert!(parts[2].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'), "{}", c.id);
+            assert!(c.requirement.ends_with('.'), "{}: a sentence", c.id);
+            assert!(!c.sources.is_empty(), "{}", c.id);
+            assert!(!c.modes().is_empty(), "{}", c.id);
+        }
+    }
+
+    #[test]
+    fn sources_are_known_rules_and_mutants_are_known() {
+        for c in catalogue() {
+            for s in c.sources {
+                assert!(RULES.iter().any(|r| r.key == *s), "{}: unknown source {s:?}", c.id);
+            }
+            for m in c.aimed_at {
+                if MFP_MUTANTS.contains(m) {
+                    assert!(c.runs_in(Mode::Client), "{}: MFP mutants are caught in client mode", c.id);
+                } else {
+                    assert!(SERVER_MUTANTS.contains(m), "{}: unknown mutant {m}", c.id);
+                    assert!(c.runs_in(Mode::Server), "{}: server mutants are caught in server mode", c.id);
+                }
+            }
+        }
+    }
+
+    /// The suite proves itself: every MFP mutant is aimed at by at least one client-mode case.
+    #[test]
+    fn every_mfp_mutant_has_a_case() {
+        let all = catalogue();
+        for m in MFP_MUTANTS {
+            assert!(all.iter().any(|c| c.aimed_at.contains(&m)), "no case is aimed at the MFP mutant {m}");
+        }
+    }
+
+    /// Every server mutant is aimed at by at least one server-mode case.
+    #[test]
+    fn every_server_mutant_has_a_case() {
+        let all = catalogue();
+        for m in SERVER_MUTANTS {
+            assert!(all.iter().any(|c| c.aimed_at.contains(&m)), "no case is aimed at the server mutant {m}");
+        }
+    }
+
+    #[test]
+    fn globs_select_cases() {
+        let all = catalogue();
+        let n = all.iter().filter(|c| c.matches("rfc8628/*")).count();
+        assert!(n >= 3, "{n}");
+        assert_eq!(all.iter().filter(|c| c.matches("roger/R-TOK-2/present-newest-refresh-token")).count(), 1);
+    }
+}

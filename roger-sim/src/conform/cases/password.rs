@@ -1,0 +1,224 @@
+//! The password grant at the panel (PROTOCOL.md §8 step 2 and the PIN login; R-PWD-1; RFC 6749 §4.3): the PIN goes
+//! to the server once per entry, again only as a retry of the same request after a lost answer, and is never kept.
+
+use roger_proto::server::mint::SecretHash;
+
+use super::super::vault::{contains, contains_number};
+use super::observe;
+use super::prelude::*;
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            id: "roger/R-PWD-1/pin-sent-once",
+            area: Area::Password,
+            requirement: "A PIN typed once at the panel reaches the server in exactly one password-grant request when \
+                          nothing is lost on the way.",
+            sources: &["R-PWD-1", "RFC 6749 §4.3"],
+            level: Level::Must,
+            aimed_at: &["resend-pin"],
+            client: client!(defaults, sent_once),
+            server: None,
+        },
+        Case {
+            id: "roger/R-PWD-1/pin-resent-only-as-retry",
+            area: Area::Password,
+            requirement:
+                "When the answer to a password grant is lost, the MFP sends the PIN again at most once, as the \
+                          same request (same user, PIN, scope and client).",
+            sources: &["R-PWD-1", "RFC 6749 §4.3"],
+            level: Level::Must,
+            aimed_at: &["resend-pin"],
+            client: client!(defaults, resent_as_retry),
+            server: None,
+        },
+        Case {
+            id: "roger/R-PWD-1/pin-not-kept-in-state-dir",
+            area: Area::Password,
+            requirement:
+                "The MFP never writes a PIN to its storage: after PIN logins, a logout and a restart, no file \
+                          under `state_dir` holds it.",
+            sources: &["R-PWD-1", "RFC 6749 §4.3"],
+            level: Level::Must,
+            aimed_at: &["keep-pin"],
+            client: client!(defaults, pin_not_kept),
+            server: None,
+        },
+        Case {
+            id: "roger/R-PWD-1/no-user-tokens-in-state-dir",
+            area: Area::Password,
+            requirement:
+                "The MFP keeps user tokens in memory only: no file under `state_dir` holds an access token issued \
+                          for a user session.",
+            sources: &["R-PWD-1", "PROTOCOL §8"],
+            level: Level::Should,
+            aimed_at: &[],
+            client: client!(defaults, user_tokens_not_kept),
+            server: None,
+        },
+    ]
+}
+
+fn password_grants(env: &ClientEnv) -> Vec<Exchange> {
+    env.exchanges().into_iter().filter(|e| e.grant_type().as_deref() == Some("password")).collect()
+}
+
+async fn sent_once(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    env.connect().await?;
+    if !env.pin(Who::Alice).await? {
+        return Err(CaseError::Peer("the PIN login was not accepted".into()));
+    }
+    observe(Duration::from_secs(3)).await;
+    env.logout().await?;
+    observe(Duration::from_secs(2)).await;
+    let pin = env.user(Who::Alice).pin.clone();
+    let grants = password_grants(env);
+    env.note_exchanges(grants.iter(), 6);
+    let with_pin = grants.iter().filter(|g| g.form_get("password").as_deref() == Some(pin.as_str())).count();
+    Ok(Finding::check(with_pin == 1, || {
+        format!("one PIN entry reached the server {with_pin} times without a lost answer")
+    }))
+}
+
+fn fingerprint(e: &Exchange) -> Vec<Option<String>> {
+    ["grant_type", "username", "password", "scope", "client_id"].iter().map(|k| e.form_get(k)).collect()
+}
+
+async fn resent_as_retry(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    env.connect().await?;
+    env.set_faults(vec![rule("/oauth/token", Some("password"), FaultKind::DropResponse, Some(1))])?;
+    let accepted = env.pin(Who::Alice).await?;
+    env.note(EvidenceSource::Shim, format!("pin accepted: {accepted}"));
+    observe(Duration::from_secs(4)).await;
+    let grants = password_grants(env);
+    env.note_exchanges(grants.iter(), 6);
+    let Some(first) = grants.first() else { return Ok(Finding::Broken("the PIN was never sent".into())) };
+    if first.status.is_some() {
+        return Err(CaseError::Kit("the lost answer was not placed on the first password grant".into()));
+    }
+    let retries = &grants[1..];
+    if retries.len() > 1 {
+        return Ok(Finding::Broken(format!("after one lost answer the PIN was sent {} more times", retries.len())));
+    }
+    if let Some(r) = retries.first() {
+        if fingerprint(r) != fingerprint(first) {
+            return Ok(Finding::Broken("the resent password grant differs from the lost one".into()));
+        }
+        env.note(EvidenceSource::Kit, "the MFP retried the lost request once, unchanged (allowed)");
+    } else {
+        env.note(EvidenceSource::Kit, "the MFP did not retry the lost request (allowed)");
+    }
+    Ok(Finding::Holds)
+}
+
+/// PIN logins, a logout, another PIN login, a restart: what a PIN could leave behind.
+async fn pin_cycle(env: &mut ClientEnv) -> Result<(), CaseError> {
+    env.connect().await?;
+    if !env.pin(Who::Alice).await? {
+        return Err(CaseError::Peer("the PIN login was not accepted".into()));
+    }
+    env.logout().await?;
+    env.expect_state(PanelState::Idle, STATE_WAIT).await?;
+    env.pin(Who::Alice).await?;
+    observe(Duration::from_secs(1)).await;
+    env.restart().await?;
+    env.expect_state(PanelState::Idle, STATE_WAIT).await?;
+    Ok(())
+}
+
+async fn pin_not_kept(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    pin_cycle(env).await?;
+    let pin = env.user(Who::Alice).pin.clone();
+    let files = env.state_files();
+    env.note(EvidenceSource::StateDir, format!("{} files scanned for the PIN", files.len()));
+    for (path, bytes) in &files {
+        // The raw digits, and their SHA-256 in hex (a hash of an 8-digit PIN is as good as the PIN).
+        let hashed = SecretHash::of(&pin).to_hex();
+        if contains_number(bytes, &pin) || contains(bytes, hashed.as_bytes()) {
+            let rel = path.strip_prefix(&env.state_dir).unwrap_or(path).display().to_string();
+            return Ok(Finding::Broken(format!("the PIN is stored in state_dir/{rel}")));
+        }
+    }
+    Ok(Finding::Holds)
+}
+
+async fn user_tokens_not_kept(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    pin_cycle(env).await?;
+    // User tokens: those from password grants and session-code polls.
+    let user_tokens: Vec<String> = env
+        .exchanges()
+        .iter()
+        .filter(|e| {
+            e.delivered_ok() && (e.grant_type().as_deref() == Some("password") || (e.is_poll() && e.bearer().is_some()))
+        })
+        .filter_map(|e| e.json()?.get("access_token")?.as_str().map(str::to_owned))
+        .collect();
+    if user_tokens.is_empty() {
+        return Ok(Finding::Broken("no user token was issued, so none could be looked for".into()));
+    }
+    for (path, bytes) in env.state_files() {
+        if user_tokens.iter().any(|t| contains(&bytes, t.as_bytes())) {
+            let rel = path.strip_prefix(&env.state_dir).unwrap_or(&path).display().to_string();
+            return Ok(Finding::Broken(format!("a user access token is stored in state_dir/{rel}")));
+        }
+    }
+    Ok(Finding::Holds)
+}
+
+pub(super) fn server_cases() -> Vec<Case> {
+    vec![Case {
+        id: "roger/R-PWD-2/server-lockout",
+        area: Area::Password,
+        requirement:
+            "After 5 failed PIN logins a user is locked out (the right PIN is refused too), and every failure \
+                      (unknown user, wrong PIN, locked) gets the same answer.",
+        sources: &["R-PWD-2", "RFC 6749 §4.3"],
+        level: Level::Must,
+        aimed_at: &["no-lockout"],
+        client: None,
+        server: server!(true, server_lockout),
+    }]
+}
+
+async fn pin_login(env: &mut ServerEnv, device: &str, username: &str, pin: &str) -> Result<Exchange, CaseError> {
+    let req = roger_proto::token::TokenRequest::Password {
+        username: username.to_owned(),
+        password: roger_proto::secret::Password::new(pin),
+        scope: "roger.release roger.print roger.scan".into(),
+        client_id: env.client_id(),
+    };
+    let bearer = roger_proto::secret::AccessToken::new(device);
+    let req = req.to_http(&env.endpoints.token, Some(&bearer)).map_err(|e| CaseError::Kit(e.to_string()))?;
+    env.send(req).await
+}
+
+async fn server_lockout(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    let device = env.register().await?;
+    let victim = env.account(Actor::Sacrificial).clone();
+    let pin = victim.pin.clone().unwrap_or_default();
+    let wrong = if pin == "00000000" { "11111111".to_owned() } else { "00000000".to_owned() };
+    let unknown = pin_login(env, &device.access, "conform-no-such-user", &pin).await?;
+    let mut failures = Vec::new();
+    for _ in 0..5 {
+        failures.push(pin_login(env, &device.access, &victim.username, &wrong).await?);
+    }
+    let locked = pin_login(env, &device.access, &victim.username, &pin).await?;
+    let sim = env.sim_available().await;
+    if sim {
+        // Unlock for whoever uses the account next (the lock-out lasts 300 s by default).
+        let _ = env.advance(301).await;
+    }
+    if locked.delivered_ok() {
+        return Ok(Finding::Broken("the right PIN was accepted after 5 failures: no lock-out".into()));
+    }
+    let reference = (&unknown.status, &unknown.resp_body);
+    let mut differ = failures.iter().chain(std::iter::once(&locked)).filter(|e| (&e.status, &e.resp_body) != reference);
+    if let Some(d) = differ.next() {
+        return Ok(Finding::Broken(format!(
+            "failures are told apart: an unknown user got {:?}, exchange #{} got {:?} with another body",
+            unknown.status, d.seq, d.status
+        )));
+    }
+    env.note(EvidenceSource::Kit, "unknown user, wrong PIN and locked user got identical answers (timing not judged)");
+    Ok(Finding::Holds)
+}

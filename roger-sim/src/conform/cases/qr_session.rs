@@ -1,0 +1,446 @@
+//! QR codes and the user session (PROTOCOL.md §5, §8; RFC 8628 §3.3.1): the panel shows the QR of exactly the
+//! `verification_uri_complete` it received and the user code beside it (R-QR-1); session QR codes rotate before
+//! they expire (R-QR-3); step 1 by QR and step 2 by PIN.
+
+use std::time::Instant;
+
+use super::super::env::{KitUser, Shown};
+use super::super::judge::{self, SessionCode};
+use super::observe;
+use super::prelude::*;
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            id: "rfc8628/3.3.1/registration-qr-and-user-code",
+            area: Area::QrSession,
+            requirement:
+                "While registering, the panel shows a QR encoding exactly the `verification_uri_complete` the MFP \
+                          received and, beside it, the user code as XXXX-XXXX.",
+            sources: &["RFC 8628 §3.3.1", "RFC 8628 §6.1", "R-QR-1"],
+            level: Level::Must,
+            aimed_at: &["qr-without-user-code"],
+            client: client!(defaults, registration_qr),
+            server: None,
+        },
+        Case {
+            id: "roger/R-QR-1/session-qr-and-user-code",
+            area: Area::QrSession,
+            requirement:
+                "While idle, the panel shows the QR of the current session code's `verification_uri_complete` \
+                          and its user code as XXXX-XXXX.",
+            sources: &["R-QR-1", "RFC 8628 §3.3.1"],
+            level: Level::Must,
+            aimed_at: &["qr-without-user-code"],
+            client: client!(defaults, session_qr),
+            server: None,
+        },
+        Case {
+            id: "roger/R-QR-3/session-qr-renewed-before-expiry",
+            area: Area::QrSession,
+            requirement:
+                "While idle, the MFP requests the next session code no later than 10 s before the current one \
+                          expires (half its lifetime when it lives less than 20 s), no earlier than rotation requires, \
+                          shows it at once and never shows an expired code.",
+            sources: &["R-QR-3", "RFC 8628 §3.2"],
+            level: Level::Must,
+            aimed_at: &["never-renew-qr"],
+            client: client!(short_session_codes, renewal),
+            server: None,
+        },
+        Case {
+            id: "roger/R-QR-3/poll-outgoing-code",
+            area: Area::QrSession,
+            requirement:
+                "After rotating its session QR the MFP keeps polling the outgoing code until it expires, so an \
+                          approval given in its last seconds is not lost.",
+            sources: &["R-QR-3"],
+            level: Level::Should,
+            aimed_at: &[],
+            client: client!(short_session_codes, outgoing_polled),
+            server: None,
+        },
+        Case {
+            id: "rfc8628/3.4/session-by-qr",
+            area: Area::QrSession,
+            requirement:
+                "When a user approves the session QR on the phone, the MFP redeems the code and opens a session for \
+                          that user with the `roger.release` scope.",
+            sources: &["RFC 8628 §3.4", "PROTOCOL §8"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: client!(defaults, session_by_qr),
+            server: None,
+        },
+        Case {
+            id: "roger/sec8/step2-pin-after-qr",
+            area: Area::QrSession,
+            requirement:
+                "In a QR session, a PIN entered at the panel is sent as a device-bound password grant for the \
+                          step-1 user with scope `roger.print roger.scan`, and the session gains those scopes.",
+            sources: &["PROTOCOL §8", "RFC 6749 §4.3"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: client!(defaults, step2),
+            server: None,
+        },
+    ]
+}
+
+/// Compares what the panel shows with the code the MFP received; `Err` says what differs.
+fn check_shown(shown: &Shown, vuc: Option<&str>, user_code: &str, screenshots: bool) -> Result<String, String> {
+    let display = roger_proto::user_code::format_for_display(user_code);
+    match shown.user_code.as_deref() {
+        None => return Err("the panel shows no user code beside the QR".into()),
+        Some(c) if c != display => {
+            return Err(format!("the panel shows the user code as {c:?}, not {display:?} (XXXX-XXXX)"))
+        }
+        Some(_) => {}
+    }
+    let Some(vuc) = vuc else { return Err("the server's answer had no verification_uri_complete".into()) };
+    match shown.qr.as_deref() {
+        None => return Err("the panel shows no QR".into()),
+        Some(q) if q != vuc => {
+            return Err("the QR payload is not the verification_uri_complete the MFP received".into())
+        }
+        Some(_) => {}
+    }
+    if screenshots {
+        let Some(path) = &shown.screenshot else {
+            return Ok("QR payload and user code are self-reported (the shim gave no screenshot of this panel)".into());
+        };
+        let png = std::fs::read(path).map_err(|e| format!("the screenshot cannot be read: {e}"))?;
+        let payloads =
+            crate::phone::scan::decode_png(&png).map_err(|e| format!("the screenshot holds no readable QR: {e}"))?;
+        if !payloads.iter().any(|p| p == vuc) {
+            return Err("the QR in the screenshot does not encode the verification_uri_complete".into());
+        }
+        return Ok(
+            "the QR decoded from the screenshot equals the verification_uri_complete; the user code is self-reported"
+                .into(),
+        );
+    }
+    Ok("QR payload and user code are self-reported (no screenshot capability)".into())
+}
+
+async fn registration_qr(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    env.start_shim().await?;
+    let shown = env.register().await?;
+    let code = judge::polled_codes(&env.exchanges()).into_iter().rfind(|c| !c.session);
+    let Some(code) = code else { return Ok(Finding::Broken("the MFP received no registration code".into())) };
+    let answer = env
+        .exchanges()
+        .into_iter()
+        .rfind(|e| e.is("POST", "/oauth/device_authorization") && e.delivered_ok() && e.bearer().is_none());
+    let vuc =
+        answer.and_then(|e| e.json()).and_then(|v| v.get("verification_uri_complete")?.as_str().map(str::to_owned));
+    let user_code = code.user_code.unwrap_or_default();
+    let screenshots = env.has(roger_proto::shim::CAP_SCREENSHOT);
+    Ok(match check_shown(&shown, vuc.as_deref(), &user_code, screenshots) {
+        Ok(how) => {
+            env.note(EvidenceSource::Kit, how);
+            Finding::Holds
+        }
+        Err(why) => Finding::Broken(why),
+    })
+}
+
+async fn session_qr(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    env.connect().await?;
+    // The panel may need a moment after `idle` to show its first session code.
+    let mut panel = env.panel().await?;
+    for _ in 0..20 {
+        if panel.shown.qr.is_some() || panel.shown.user_code.is_some() {
+            break;
+        }
+        observe(Duration::from_millis(250)).await;
+        panel = env.panel().await?;
+    }
+    let Some(current) = judge::session_codes(&env.exchanges()).pop() else {
+        return Ok(Finding::Broken("the idle MFP requested no session code".into()));
+    };
+    let screenshots = env.has(roger_proto::shim::CAP_SCREENSHOT);
+    Ok(match check_shown(&panel.shown, current.verification_uri_complete.as_deref(), &current.user_code, screenshots) {
+        Ok(how) => {
+            env.note(EvidenceSource::Kit, how);
+            Finding::Holds
+        }
+        Err(why) => Finding::Broken(why),
+    })
+}
+
+fn short_session_codes(s: &mut ClientSetup) {
+    s.settings.session_code_secs = 8;
+}
+
+/// Samples the panel for `span`, returning `(when, user code shown, wire form)`.
+async fn sample_panel(env: &mut ClientEnv, span: Duration) -> Result<Vec<(Instant, Option<String>)>, CaseError> {
+    let end = Instant::now() + span;
+    let mut samples = Vec::new();
+    while Instant::now() < end {
+        let p = env.panel().await?;
+        samples.push((Instant::now(), p.shown.user_code.as_deref().and_then(judge::wire_code)));
+        observe(Duration::from_millis(700)).await;
+    }
+    Ok(samples)
+}
+
+fn renewal_problems(codes: &[SessionCode], samples: &[(Instant, Option<String>)]) -> Vec<String> {
+    let tol = Duration::from_millis(1500);
+    let mut out = Vec::new();
+    for w in codes.windows(2) {
+        let (prev, next) = (&w[0], &w[1]);
+        let due = prev.issued + roger_proto::timing::qr_renew_after(prev.lifetime);
+        if next.requested > due + tol {
+            out.push(format!(
+                "exchange #{}: the next session code was requested {:.1} s after the previous one was received; R-QR-3 wants it by {:.1} s",
+                next.seq,
+                (next.requested - prev.issued).as_secs_f64(),
+                (due - prev.issued).as_secs_f64()
+            ));
+        }
+        if next.requested + tol < due {
+            out.push(format!(
+                "exchange #{}: the next session code was requested {:.1} s after the previous one, earlier than rotation requires ({:.1} s)",
+                next.seq,
+                (next.requested - prev.issued).as_secs_f64(),
+                (due - prev.issued).as_secs_f64()
+            ));
+        }
+    }
+    for (at, shown) in samples {
+        let Some(code) = shown else { continue };
+        let Some(c) = codes.iter().find(|c| &c.user_code == code) else {
+            out.push("the panel showed a user code the MFP never received as a session code".into());
+            continue;
+        };
+        if *at > c.issued + c.lifetime + Duration::from_millis(500) {
+            out.push(format!(
+                "the panel showed a session code {:.1} s after it expired",
+                (*at - (c.issued + c.lifetime)).as_secs_f64()
+            ));
+        }
+        if let Some(newer) = codes.iter().find(|n| n.issued > c.issued) {
+            if *at > newer.issued + tol {
+                out.push(format!(
+                    "the panel still showed the previous session code {:.1} s after the next one arrived",
+                    (*at - newer.issued).as_secs_f64()
+                ));
+            }
+        }
+    }
+    out
+}
+
+async fn renewal(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    env.connect().await?;
+    let samples = sample_panel(env, Duration::from_secs(14)).await?;
+    let codes = judge::session_codes(&env.exchanges());
+    let vault = env.vault();
+    for c in &codes {
+        env.note(
+            EvidenceSource::Wire,
+            format!(
+                "session code {} received at +{:.2} s, lifetime {} s",
+                vault.redact(&c.user_code),
+                env.ms(c.issued) as f64 / 1000.0,
+                c.lifetime.as_secs()
+            ),
+        );
+    }
+    if codes.len() < 3 {
+        return Ok(Finding::Broken(format!(
+            "only {} session code(s) in 14 s with 8-second codes: the QR was not renewed",
+            codes.len()
+        )));
+    }
+    let problems = renewal_problems(&codes, &samples);
+    Ok(match problems.first() {
+        Some(p) => Finding::Broken(vault.redact(&format!(
+            "{p}{}",
+            if problems.len() > 1 { format!(" (and {} more)", problems.len() - 1) } else { String::new() }
+        ))),
+        None => Finding::Holds,
+    })
+}
+
+async fn outgoing_polled(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    env.connect().await?;
+    observe(Duration::from_secs(14)).await;
+    let ex = env.exchanges();
+    let codes = judge::session_codes(&ex);
+    let polled = judge::polled_codes(&ex);
+    let now = Instant::now();
+    let mut judged = 0;
+    for w in codes.windows(2) {
+        let (old, new) = (&w[0], &w[1]);
+        let expiry = old.issued + old.lifetime;
+        if expiry > now {
+            continue;
+        }
+        judged += 1;
+        let polls = polled
+            .iter()
+            .find(|p| p.user_code.as_deref() == Some(old.user_code.as_str()))
+            .map(|p| p.polls.clone())
+            .unwrap_or_default();
+        // A poll while the successor was already shown, before the old code expired (one interval of slack).
+        let kept = polls.iter().any(|p| p.at > new.issued && p.at <= expiry);
+        let gap = expiry.saturating_duration_since(new.issued);
+        if !kept && gap > Duration::from_millis(1500) {
+            let vault = env.vault();
+            return Ok(Finding::Broken(vault.redact(&format!(
+                "session code {} was not polled in the {:.1} s between its successor's arrival and its expiry",
+                old.user_code,
+                gap.as_secs_f64()
+            ))));
+        }
+    }
+    Ok(Finding::check(judged >= 1, || "no rotated session code expired during the observation".into()))
+}
+
+async fn session_by_qr(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    env.connect().await?;
+    let panel = env.qr_session(Who::Alice).await?;
+    let alice = env.user(Who::Alice).name.clone();
+    let redeemed = env.exchanges().iter().any(|e| e.is_poll() && e.bearer().is_some() && e.delivered_ok());
+    if !redeemed {
+        return Ok(Finding::Broken("no session-code poll was answered with tokens".into()));
+    }
+    if panel.user.as_deref() != Some(alice.as_str()) {
+        return Ok(Finding::Broken(format!("the panel reports user {:?}, not {alice:?}", panel.user)));
+    }
+    Ok(Finding::check(panel.scopes.iter().any(|s| s == "roger.release"), || {
+        format!("the session's scopes {:?} lack roger.release", panel.scopes)
+    }))
+}
+
+fn scope_set(s: &str) -> std::collections::BTreeSet<&str> {
+    s.split(' ').filter(|x| !x.is_empty()).collect()
+}
+
+async fn step2(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    env.connect().await?;
+    env.qr_session(Who::Alice).await?;
+    let KitUser { name, pin, .. } = env.user(Who::Alice).clone();
+    if !env.pin(Who::Alice).await? {
+        return Ok(Finding::Broken("the step-2 PIN was not accepted".into()));
+    }
+    let panel = env.panel().await?;
+    let grants: Vec<Exchange> =
+        env.exchanges().into_iter().filter(|e| e.grant_type().as_deref() == Some("password")).collect();
+    env.note_exchanges(grants.iter(), 4);
+    let Some(g) = grants.iter().find(|g| g.delivered_ok()) else {
+        return Ok(Finding::Broken("no password grant succeeded".into()));
+    };
+    if g.form_get("username").as_deref() != Some(name.as_str())
+        || g.form_get("password").as_deref() != Some(pin.as_str())
+    {
+        return Ok(Finding::Broken("the password grant did not carry the step-1 user and the typed PIN".into()));
+    }
+    let scope = g.form_get("scope").unwrap_or_default();
+    if scope_set(&scope) != scope_set("roger.print roger.scan") {
+        return Ok(Finding::Broken(format!("step 2 asked for scope {scope:?}, not \"roger.print roger.scan\"")));
+    }
+    if g.bearer().is_none() {
+        return Ok(Finding::Broken("the step-2 password grant was not device-bound (no Authorization: Bearer)".into()));
+    }
+    Ok(Finding::check(
+        panel.scopes.iter().any(|s| s == "roger.print") && panel.scopes.iter().any(|s| s == "roger.scan"),
+        || format!("after step 2 the session's scopes are {:?}", panel.scopes),
+    ))
+}
+
+pub(super) fn server_cases() -> Vec<Case> {
+    vec![
+        Case {
+            id: "roger/R-QR-2/server-lookup-shows-printer",
+            area: Area::QrSession,
+            requirement:
+                "Looking up a registration code shows its kind, the printer's vendor, model and serial and its \
+                      expiry; only a tenant admin may approve it (others get 403).",
+            sources: &["R-QR-2", "RFC 8628 §5.4", "PROTOCOL §5"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: None,
+            server: server!(false, server_lookup),
+        },
+        Case {
+            id: "rfc8628/5.1/server-approval-rate-limit",
+            area: Area::QrSession,
+            requirement:
+                "Look-ups of unknown codes are limited per user (at most 10 a minute by default), then answered \
+                      429 with `Retry-After`.",
+            sources: &["RFC 8628 §5.1", "PROTOCOL §10"],
+            level: Level::Must,
+            aimed_at: &["no-approval-rate-limit"],
+            client: None,
+            server: server!(false, server_rate_limit),
+        },
+    ]
+}
+
+async fn server_rate_limit(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    let api = env.endpoints.api.clone();
+    let token = roger_proto::secret::AccessToken::new(env.app_token(Actor::Sacrificial).await?);
+    // Well-formed codes nobody was given (a seed-dependent walk through the alphabet).
+    let alphabet = roger_proto::user_code::ALPHABET;
+    let mut limited = None;
+    for i in 0..12u64 {
+        let code: String = (0..8u64)
+            .map(|k| {
+                let at = (env.seed >> (k * 4)).wrapping_add(i * 7 + k * 3) as usize;
+                char::from(alphabet[at % alphabet.len()])
+            })
+            .collect();
+        let req = roger_proto::api::lookup_code(&api, &token, &roger_proto::secret::UserCode::new(code))
+            .map_err(|e| CaseError::Kit(e.to_string()))?;
+        let e = env.send(req).await?;
+        match e.status {
+            Some(429) => {
+                limited = Some((i, e));
+                break;
+            }
+            Some(404) => {}
+            other => {
+                return Ok(Finding::Broken(format!("a look-up of an unknown code was answered {other:?}, not 404")))
+            }
+        }
+    }
+    let Some((i, e)) = limited else {
+        return Ok(Finding::Broken("12 look-ups of unknown codes within a minute were all answered".into()));
+    };
+    if i < 10 {
+        env.note(EvidenceSource::Kit, format!("the server limited after {i} look-ups (stricter than 10 a minute)"));
+    }
+    Ok(Finding::check(e.resp_headers.contains_key("retry-after"), || "the 429 has no Retry-After".into()))
+}
+
+async fn server_lookup(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    let e = env.registration_code().await?;
+    let v = e.json().filter(|_| e.delivered_ok()).ok_or_else(|| CaseError::Peer("no registration code".into()))?;
+    let uc = v.get("user_code").and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+    let api = env.endpoints.api.clone();
+    let admin = roger_proto::secret::AccessToken::new(env.app_token(Actor::Admin).await?);
+    let code = roger_proto::secret::UserCode::new(uc.clone());
+    let req = roger_proto::api::lookup_code(&api, &admin, &code).map_err(|e| CaseError::Kit(e.to_string()))?;
+    let lookup = env.send(req).await?;
+    let l = lookup.json().unwrap_or_default();
+    let vendor = env.client_id().trim_start_matches("emb-").to_owned();
+    let field = |k: &str| l.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    if !lookup.delivered_ok() || field("kind").as_deref() != Some("registration") {
+        return Ok(Finding::Broken(format!("the look-up answered {:?} with kind {:?}", lookup.status, field("kind"))));
+    }
+    if field("vendor").as_deref() != Some(vendor.as_str()) || field("model").is_none() || field("serial").is_none() {
+        return Ok(Finding::Broken("the look-up does not show the printer's vendor, model and serial".into()));
+    }
+    if field("expires").is_none() {
+        return Ok(Finding::Broken("the look-up does not show when the code expires".into()));
+    }
+    let user = roger_proto::secret::AccessToken::new(env.app_token(Actor::User).await?);
+    let req = roger_proto::api::approve_code(&api, &user, &code).map_err(|e| CaseError::Kit(e.to_string()))?;
+    let by_user = env.send(req).await?;
+    Ok(Finding::check(by_user.status == Some(403), || {
+        format!("a non-admin's approval of a registration code was answered {:?}, not 403", by_user.status)
+    }))
+}

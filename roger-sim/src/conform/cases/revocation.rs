@@ -1,0 +1,220 @@
+//! Ends of sessions and registrations (PROTOCOL.md §8 "End", RFC 7009, R-TOK-4): logout revokes the user tokens,
+//! a session ended at the server ends at the panel, and a removed printer is disconnected.
+
+use roger_proto::server::mint::SecretHash;
+
+use super::prelude::*;
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            id: "rfc7009/2.1/logout-revokes-user-tokens",
+            area: Area::Revocation,
+            requirement:
+                "Logout revokes every user token of the session at the revocation endpoint, with device-bound \
+                          client authentication, and the panel returns to idle.",
+            sources: &["RFC 7009 §2.1", "PROTOCOL §8", "PROTOCOL §7"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: client!(defaults, logout_revokes),
+            server: None,
+        },
+        Case {
+            id: "roger/sec8/session-ended-by-server",
+            area: Area::Revocation,
+            requirement:
+                "When the user ends the session from the phone, the panel leaves the session at the latest when \
+                          its user token is next refused, and does not keep using that token.",
+            sources: &["PROTOCOL §8", "RFC 6750 §3.1"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: client!(defaults, ended_by_server),
+            server: None,
+        },
+        Case {
+            id: "roger/R-TOK-4/device-removed",
+            area: Area::Revocation,
+            requirement:
+                "When a tenant admin removes the printer, the MFP becomes `disconnected` (its refresh refused) and \
+                          refuses user logins.",
+            sources: &["R-TOK-4", "RFC 7009 §2.1"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: client!(defaults, device_removed),
+            server: None,
+        },
+    ]
+}
+
+async fn logout_revokes(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    env.connect().await?;
+    env.qr_session(Who::Alice).await?;
+    if !env.pin(Who::Alice).await? {
+        return Err(CaseError::Peer("the step-2 PIN was not accepted".into()));
+    }
+    let before = env.exchanges().len();
+    env.logout().await?;
+    env.expect_state(PanelState::Idle, STATE_WAIT).await?;
+    let ex = env.exchanges();
+    // The user tokens: answers to session-code polls and password grants.
+    let user_tokens: Vec<String> = ex
+        .iter()
+        .filter(|e| {
+            e.delivered_ok() && ((e.is_poll() && e.bearer().is_some()) || e.grant_type().as_deref() == Some("password"))
+        })
+        .filter_map(|e| e.json()?.get("access_token")?.as_str().map(str::to_owned))
+        .collect();
+    if user_tokens.len() < 2 {
+        return Ok(Finding::Broken(format!(
+            "the session had {} user tokens, expected two (step 1 and step 2)",
+            user_tokens.len()
+        )));
+    }
+    env.wait_exchanges(Duration::from_secs(10), |ex| {
+        user_tokens.iter().all(|t| {
+            ex[before..]
+                .iter()
+                .any(|e| e.is("POST", "/oauth/revoke") && e.form_get("token").as_deref() == Some(t.as_str()))
+        })
+    })
+    .await;
+    let ex = env.exchanges();
+    let revokes: Vec<&Exchange> = ex.iter().filter(|e| e.is("POST", "/oauth/revoke")).collect();
+    env.note_exchanges(revokes.iter().copied(), 6);
+    let client_id = env.kit().client_id.clone();
+    for t in &user_tokens {
+        let Some(r) = revokes.iter().find(|e| e.form_get("token").as_deref() == Some(t.as_str())) else {
+            return Ok(Finding::Broken(env.vault().redact(&format!("user token {t} was not revoked at logout"))));
+        };
+        if r.bearer().is_none() || r.form_get("client_id").as_deref() != Some(client_id.as_str()) {
+            return Ok(Finding::Broken(
+                "a revocation lacked device-bound client authentication (Bearer + client_id)".into(),
+            ));
+        }
+        if !r.delivered_ok() {
+            return Ok(Finding::Broken(format!("a revocation was refused with status {:?}", r.status)));
+        }
+        let alive = env
+            .server()
+            .shared
+            .read(|core, now| core.state().access.get(&SecretHash::of(t)).is_some_and(|a| a.expires > now));
+        if alive {
+            return Ok(Finding::Broken("the server still holds a live user token after logout".into()));
+        }
+    }
+    Ok(Finding::Holds)
+}
+
+async fn ended_by_server(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    env.connect().await?;
+    env.qr_session(Who::Alice).await?;
+    let device = env.devices().into_iter().next().ok_or_else(|| CaseError::Kit("no device".into()))?;
+    let user_token = env
+        .exchanges()
+        .iter()
+        .rfind(|e| e.is_poll() && e.bearer().is_some() && e.delivered_ok())
+        .and_then(|e| e.json()?.get("access_token")?.as_str().map(str::to_owned))
+        .ok_or_else(|| CaseError::Peer("no session token was issued".into()))?;
+    env.phone(Who::Alice)
+        .await?
+        .end_session(&device)
+        .await
+        .map_err(|e| CaseError::Kit(format!("the phone could not end the session: {e}")))?;
+    env.note(EvidenceSource::Kit, "alice ended her session at the printer from the phone (POST /api/v1/sessions/end)");
+    // Without push the panel learns it when it next uses the token: ask for the jobs.
+    let jobs = env.ask(&roger_proto::shim::ShimRequest::Jobs).await?;
+    env.note(EvidenceSource::Shim, format!("jobs after the end: {}", if jobs.is_ok() { "listed" } else { "refused" }));
+    let idle = env.wait_state(PanelState::Idle, Duration::from_secs(10)).await?;
+    let ex = env.exchanges();
+    let uses: Vec<&Exchange> = ex.iter().filter(|e| e.bearer().as_deref() == Some(user_token.as_str())).collect();
+    let refused = uses.iter().filter(|e| e.status == Some(401)).count();
+    env.note_exchanges(uses.iter().copied(), 6);
+    if idle.is_none() {
+        return Ok(Finding::Broken("the panel stayed in the ended session".into()));
+    }
+    Ok(Finding::check(refused <= 2, || {
+        format!("the ended session's token was sent {refused} times after it was refused")
+    }))
+}
+
+async fn device_removed(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    env.connect().await?;
+    let device = env.devices().into_iter().next().ok_or_else(|| CaseError::Kit("no device".into()))?;
+    env.phone(Who::Admin)
+        .await?
+        .remove_device(&device)
+        .await
+        .map_err(|e| CaseError::Kit(format!("the admin could not remove the printer: {e}")))?;
+    env.note(EvidenceSource::Kit, "the admin removed the printer (DELETE /api/v1/devices/{id})");
+    if env.wait_state(PanelState::Disconnected, Duration::from_secs(20)).await?.is_none() {
+        return Ok(Finding::Broken("the removed printer did not become `disconnected` within 20 s".into()));
+    }
+    let refused = env.exchanges().iter().any(|e| {
+        e.grant_type().as_deref() == Some("refresh_token") && e.oauth_error().as_deref() == Some("invalid_grant")
+    });
+    if !refused {
+        env.note(EvidenceSource::Kit, "the MFP became disconnected without a refused refresh (e.g. on push)");
+    }
+    let accepted = env.pin(Who::Alice).await?;
+    Ok(Finding::check(!accepted, || "a removed printer accepted a PIN login".into()))
+}
+
+pub(super) fn server_cases() -> Vec<Case> {
+    vec![
+        Case {
+            id: "rfc7009/2.2/server-revoke-unknown-token",
+            area: Area::Revocation,
+            requirement: "Revoking a token the server does not know is answered 200, like any revocation.",
+            sources: &["RFC 7009 §2.2"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: None,
+            server: server!(false, server_revoke_unknown),
+        },
+        Case {
+            id: "rfc7009/2.1/server-revocation-cascades",
+            area: Area::Revocation,
+            requirement: "Revoking a refresh token revokes the access tokens issued with it: both stop working.",
+            sources: &["RFC 7009 §2.1", "R-TOK-3"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: None,
+            server: server!(false, server_cascade),
+        },
+    ]
+}
+
+async fn revoke(env: &mut ServerEnv, token: &str, refresh: bool, bearer: Option<&str>) -> Result<Exchange, CaseError> {
+    let client = env.client_id();
+    let req = if refresh {
+        roger_proto::revocation::RevocationRequest::refresh(&roger_proto::secret::RefreshToken::new(token), &client)
+    } else {
+        roger_proto::revocation::RevocationRequest::access(&roger_proto::secret::AccessToken::new(token), &client)
+    };
+    let bearer = bearer.map(roger_proto::secret::AccessToken::new);
+    let req = req.to_http(&env.endpoints.revocation, bearer.as_ref()).map_err(|e| CaseError::Kit(e.to_string()))?;
+    env.send(req).await
+}
+
+async fn server_revoke_unknown(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    let d = env.register().await?;
+    let unknown = format!("rat_conform_unknown_{}", env.seed);
+    let r = revoke(env, &unknown, false, Some(&d.access)).await?;
+    Ok(Finding::check(r.status == Some(200), || format!("revoking an unknown token was answered {:?}", r.status)))
+}
+
+async fn server_cascade(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    let d = env.register().await?;
+    let r = revoke(env, &d.refresh, true, Some(&d.access)).await?;
+    if !r.delivered_ok() {
+        return Ok(Finding::Broken(format!("the revocation was answered {:?}", r.status)));
+    }
+    let refresh = env.refresh(&d.refresh).await?;
+    let access = env.get_device(&d.access).await?;
+    if refresh.delivered_ok() {
+        return Ok(Finding::Broken("the revoked refresh token still refreshes".into()));
+    }
+    Ok(Finding::check(access.status == Some(401), || {
+        format!("the access token of the revoked refresh token is answered {:?}, not 401", access.status)
+    }))
+}

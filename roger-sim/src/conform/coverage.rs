@@ -1,0 +1,212 @@
+//! What the catalogue covers: every rule of PROTOCOL.md v1.1 and every RFC section it cites that a peer can be
+//! observed keeping, with the cases that judge it in each mode, or why none does. The table in
+//! `docs/conformance.md` is generated from this (a test fails when the committed table drifts; regenerate with
+//! `ROGER_REGENERATE_CONFORMANCE=1 cargo test -p roger-sim --lib conform::coverage`).
+
+use std::fmt::Write as _;
+
+use super::case::{Case, Mode};
+
+/// A rule or section the catalogue cites (the keys of [`super::case::Case::sources`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// The key cases cite: a PROTOCOL.md rule ID (`R-POLL-1`), a PROTOCOL.md section (`PROTOCOL §12`) or an RFC
+    /// section (`RFC 8628 §3.5`).
+    pub key: &'static str,
+    /// What it asks, in a few words.
+    pub summary: &'static str,
+    /// Why no client-mode case covers it, if none does.
+    pub client_gap: Option<&'static str>,
+    /// Why no server-mode case covers it, if none does.
+    pub server_gap: Option<&'static str>,
+}
+
+const SERVER_RULE: &str = "a rule for servers, judged in server mode";
+const CLIENT_RULE: &str = "a rule for clients, judged in client mode";
+const PHONE_RULE: &str = "a rule for the phone and desktop apps, not the MFP";
+const PUSH_GAP: &str = "the kit's per-case servers use the in-process bus, which a shim process cannot reach; push \
+                        cases need a broker (issue 5)";
+
+/// Judged in both modes.
+const fn both(key: &'static str, summary: &'static str) -> Rule {
+    Rule { key, summary, client_gap: None, server_gap: None }
+}
+
+/// Judged in client mode only; `server_gap` says why not in server mode.
+const fn client(key: &'static str, summary: &'static str, server_gap: &'static str) -> Rule {
+    Rule { key, summary, client_gap: None, server_gap: Some(server_gap) }
+}
+
+/// Judged in server mode only; `client_gap` says why not in client mode.
+const fn server(key: &'static str, summary: &'static str, client_gap: &'static str) -> Rule {
+    Rule { key, summary, client_gap: Some(client_gap), server_gap: None }
+}
+
+/// Every rule and section, in PROTOCOL.md order, then the RFC sections.
+pub const RULES: &[Rule] = &[
+    client("R-DISC-1", "unknown JSON members are ignored", CLIENT_RULE),
+    client(
+        "R-DISC-2",
+        "TLS only (loopback tests excepted); certificates validated",
+        "every server-mode case refuses a non-TLS server (unless --allow-loopback-http) and verifies its \
+         certificate; the TLS versions a server accepts are not probed yet",
+    ),
+    both("R-META-1", "metadata issuer equals the API base; a mismatch is refused"),
+    both("R-QR-1", "the QR of verification_uri_complete and the user code as XXXX-XXXX"),
+    server("R-QR-2", "the approver looks the code up and sees what it approves", PHONE_RULE),
+    client(
+        "R-QR-3",
+        "session QR codes rotate before expiry; an expired QR is never shown",
+        "the session-code lifetime is a tenant setting; not judged in server mode yet",
+    ),
+    client("R-QR-4", "a QR on another origin is refused (phone MUST, MFP SHOULD)", CLIENT_RULE),
+    both("R-DEV-1", "a device code redeems once; a lost answer is recovered within 30 s"),
+    client("R-TOK-1", "refresh ahead; one refresh and one retry on a refused token", CLIENT_RULE),
+    both("R-TOK-2", "every refresh rotates; only the newest token is used"),
+    both("R-TOK-3", "lost refresh answers are recoverable; other reuse revokes the family"),
+    both("R-TOK-4", "90 days unused kills the refresh token; the MFP becomes disconnected"),
+    both("R-POLL-1", "never two polls of one code closer than its interval; slow_down enforced"),
+    client("R-PWD-1", "the MFP discards PINs; resends only as a retry of a lost answer", CLIENT_RULE),
+    server("R-PWD-2", "Argon2id hashes, identical failures, lock-out, throttles", SERVER_RULE),
+    both("R-DATA-1", "documents never pass through the server; no API body over 64 KiB"),
+    server("R-DATA-2", "the server stores only the listed personal data", SERVER_RULE),
+    both("R-SEC-1", "credentials are not cached and not logged"),
+    Rule {
+        key: "R-PUSH-1",
+        summary: "push is a doorbell: ids only, confirmed over HTTPS",
+        client_gap: Some(PUSH_GAP),
+        server_gap: Some("push envelopes are not inspected in server mode yet (needs a broker consumer)"),
+    },
+    both("PROTOCOL §5", "MFP registration: the registration code and its approval"),
+    both("PROTOCOL §7", "device-bound client authentication (Bearer + client_id)"),
+    client(
+        "PROTOCOL §8",
+        "the user session: step 1 by QR, step 2 by PIN, logout, server-side end",
+        "the step-2 user binding and session end are not judged in server mode yet",
+    ),
+    client(
+        "PROTOCOL §9",
+        "jobs: Idempotency-Key on release, results, scans",
+        "jobs and scans are not judged in server mode yet",
+    ),
+    both("PROTOCOL §10", "endpoint matrix and error shapes; never a 5xx for bad input"),
+    both("PROTOCOL §12", "the timing model: interval, slow_down, doubling after failures, Retry-After"),
+    client("PROTOCOL §13", "the conformance shim: restart from state_dir", "the shim drives clients only"),
+    both("RFC 6749 §2.3", "client authentication"),
+    both("RFC 6749 §4.3", "the password grant; credentials discarded, endpoint protected against brute force"),
+    both("RFC 6749 §5.1", "token answers: no-store, unknown members ignored"),
+    server("RFC 6749 §5.2", "error answers", SERVER_RULE),
+    both("RFC 6749 §6", "refreshing an access token"),
+    client("RFC 6749 §7.1", "a token of an unknown type is not used", CLIENT_RULE),
+    both("RFC 6749 §10.4", "refresh token protection"),
+    client("RFC 6750 §2.1", "the Authorization request header", CLIENT_RULE),
+    client("RFC 6750 §2.3", "no tokens in URI query parameters", CLIENT_RULE),
+    both("RFC 6750 §3.1", "WWW-Authenticate errors; invalid_token: refresh, retry once"),
+    both("RFC 7009 §2.1", "revocation requests; a refresh token takes its access tokens with it"),
+    server("RFC 7009 §2.2", "revocation answers (200 for unknown tokens)", SERVER_RULE),
+    server("RFC 7636 §4.2", "code_challenge_method S256 only (no plain)", PHONE_RULE),
+    both("RFC 8414 §3.3", "issuer validation"),
+    both("RFC 8628 §3.2", "device authorization answer: interval, expires_in"),
+    both("RFC 8628 §3.3.1", "verification_uri_complete shown as a QR, the user code beside it"),
+    both("RFC 8628 §3.4", "the device access token request"),
+    both("RFC 8628 §3.5", "polling: pending, slow_down (+5 s for good), denied, expired"),
+    server("RFC 8628 §5.1", "user codes resist guessing (entropy, rate limits)", SERVER_RULE),
+    both("RFC 8628 §5.4", "remote phishing: show what is approved, refuse foreign QR"),
+    both("RFC 8628 §6.1", "user code format and display"),
+    both("RFC 9700 §4.14.2", "refresh token rotation and reuse detection"),
+];
+
+/// The cases of `mode` that cite `key`.
+pub fn cases_for<'a>(cases: &'a [Case], key: &str, mode: Mode) -> Vec<&'a Case> {
+    cases.iter().filter(|c| c.runs_in(mode) && c.sources.contains(&key)).collect()
+}
+
+fn cell(cases: &[&Case], gap: Option<&str>) -> String {
+    if cases.is_empty() {
+        return format!("**not covered**: {}", gap.unwrap_or("no case yet"));
+    }
+    cases.iter().map(|c| format!("`{}`", c.id)).collect::<Vec<_>>().join("<br>")
+}
+
+/// The coverage table (Markdown).
+pub fn table(cases: &[Case]) -> String {
+    let mut s =
+        String::from("| rule | what it asks | client mode (the MFP under test) | server mode |\n|---|---|---|---|\n");
+    for r in RULES {
+        let client = cases_for(cases, r.key, Mode::Client);
+        let server = cases_for(cases, r.key, Mode::Server);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            r.key,
+            r.summary,
+            cell(&client, r.client_gap),
+            cell(&server, r.server_gap)
+        );
+    }
+    s
+}
+
+/// The catalogue listing (`roger-sim conform --list`).
+pub fn listing(cases: &[Case]) -> String {
+    let mut s = String::new();
+    for c in cases {
+        let modes: Vec<&str> = c.modes().iter().map(|m| m.as_str()).collect();
+        let _ = writeln!(s, "{}  [{} · {} · {}]", c.id, c.level.as_str(), modes.join(","), c.area.as_str());
+        let _ = writeln!(s, "    {}", c.requirement);
+        let _ = writeln!(s, "    sources: {}", c.sources.join(", "));
+        if !c.aimed_at.is_empty() {
+            let _ = writeln!(s, "    aimed at: {}", c.aimed_at.join(", "));
+        }
+    }
+    let _ = writeln!(s, "{} cases", cases.len());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conform::cases::catalogue;
+
+    const BEGIN: &str = "<!-- coverage:begin (generated by roger-sim/src/conform/coverage.rs) -->";
+    const END: &str = "<!-- coverage:end -->";
+
+    #[test]
+    fn every_rule_is_covered_or_says_why() {
+        let all = catalogue();
+        for r in RULES {
+            for (mode, gap) in [(Mode::Client, r.client_gap), (Mode::Server, r.server_gap)] {
+                let cases = cases_for(&all, r.key, mode);
+                assert!(
+                    cases.is_empty() != gap.is_none(),
+                    "{} in {} mode: either cases or a reason for their absence (not both)",
+                    r.key,
+                    mode.as_str()
+                );
+            }
+        }
+    }
+
+    /// docs/conformance.md carries the generated table; regenerate with ROGER_REGENERATE_CONFORMANCE=1.
+    #[test]
+    fn committed_table_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/conformance.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/conformance.md");
+        let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+            panic!("docs/conformance.md lacks the coverage markers");
+        };
+        let fresh = format!("{BEGIN}\n{}{END}", table(&catalogue()));
+        let current = &doc[b..e + END.len()];
+        if current != fresh {
+            if std::env::var_os("ROGER_REGENERATE_CONFORMANCE").is_some() {
+                let updated = format!("{}{fresh}{}", &doc[..b], &doc[e + END.len()..]);
+                std::fs::write(&path, updated).expect("write docs/conformance.md");
+            } else {
+                panic!(
+                    "the coverage table in docs/conformance.md is stale; run \
+                     ROGER_REGENERATE_CONFORMANCE=1 cargo test -p roger-sim --lib conform::coverage"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! The world of one server-mode case: the vendor's server (found through its discovery URL), the accounts the
+//! vendor gave the kit (`--fixture accounts.toml`), and the kit's MFP and phone moves, made with roger-proto's
+//! request builders over TLS-verified HTTP. Every request and answer is recorded as an [`Exchange`] (redacted in
+//! the evidence), every secret the server hands out goes into the case's [`Vault`].
+//!
+//! Cases that need the clock or the store use the server's `/sim/` control API when it offers one (the simulated
+//! server does, on loopback) and SKIP with that reason when it does not.
+//!
+//! The accounts file:
+//!
+//! ```toml
+//! tenant = "acme"                  # the tenant name typed in the login form
+//! client_id = "emb-conform"        # the MFP client id (emb-<vendor>) the kit registers printers with
+//!
+//! [admin]                          # a tenant admin: approves registrations, removes printers
+//! username = "admin"
+//! password = "admin-pass"          # or app_token = "…": a ready-made roger.app access token
+//!
+//! [[users]]                        # at least two users with a PIN; the LAST one is locked out and rate-limited
+//! username = "alice"               # by the cases that test those limits: give the kit one it may lock
+//! password = "alice-pass"          # (or app_token)
+//! pin = "1234"
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use roger_proto::authorize::{self, AuthorizationRequest, LoginForm, MOBILE_REDIRECT_URI};
+use roger_proto::device_authorization::DeviceAuthorizationRequest;
+use roger_proto::discovery::{Regions, TransportPolicy};
+use roger_proto::driver::reqwest_transport::ReqwestTransport;
+use roger_proto::driver::HttpTransport;
+use roger_proto::metadata::{AuthorizationServerMetadata, Endpoints};
+use roger_proto::secret::{AccessToken, CsrfToken, DeviceCode, Password, RefreshToken, UserCode};
+use roger_proto::token::TokenRequest;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::case::{CaseError, Evidence, EvidenceSource};
+use super::proxy::Exchange;
+use super::vault::Vault;
+
+/// One account of the fixture.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// User name.
+    pub username: String,
+    /// Password (app login through the form, PROTOCOL.md §4).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PIN (the MFP's password grant, PROTOCOL.md §8).
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// A ready-made `roger.app` access token, for servers whose login the kit cannot drive.
+    #[serde(default)]
+    pub app_token: Option<String>,
+}
+
+/// The accounts file (see the module documentation).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accounts {
+    /// Tenant name for the login form.
+    pub tenant: String,
+    /// The MFP client id.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// A tenant admin.
+    pub admin: Account,
+    /// Users with a PIN (at least two).
+    pub users: Vec<Account>,
+}
+
+fn default_client_id() -> String {
+    super::env::DEFAULT_CLIENT_ID.to_owned()
+}
+
+impl Accounts {
+    /// Parses and checks the file.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let a: Self = toml::from_str(text).map_err(|e| format!("accounts file: {}", e.message()))?;
+        if !roger_proto::token::client_id::is_emb(&a.client_id) {
+            return Err(format!("accounts file: client_id {:?} must look like emb-<vendor>", a.client_id));
+        }
+        if a.admin.password.is_none() && a.admin.app_token.is_none() {
+            return Err("accounts file: the admin needs a password or an app_token".into());
+        }
+        if a.users.len() < 2 {
+            return Err("accounts file: at least two users are needed (the last one is locked out by a case)".into());
+        }
+        for u in &a.users {
+            if u.pin.is_none() || (u.password.is_none() && u.app_token.is_none()) {
+                return Err(format!("accounts file: user {:?} needs a pin and a password or app_token", u.username));
+            }
+        }
+        Ok(a)
+    }
+
+    /// Every secret in the file (never in reports; looked for in `/sim/store`).
+    pub fn secrets(&self) -> Vec<(&str, &'static str)> {
+        let mut out = Vec::new();
+        for a in std::iter::once(&self.admin).chain(&self.users) {
+            if let Some(p) = &a.password {
+                out.push((p.as_str(), "password"));
+            }
+            if let Some(p) = &a.pin {
+                out.push((p.as_str(), "PIN"));
+            }
+            if let Some(t) = &a.app_token {
+                out.push((t.as_str(), "app token"));
+            }
+        }
+        out
+    }
+}
+
+/// What every server-mode case of a run shares.
+#[derive(Debug, Clone)]
+pub struct ServerContext {
+    /// The discovery base URL.
+    pub discovery: String,
+    /// An extra CA (PEM) to trust.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Accept plain HTTP on loopback (R-DISC-2 test setups).
+    pub allow_loopback_http: bool,
+    /// The accounts.
+    pub accounts: Accounts,
+}
+
+/// Who acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// The tenant admin.
+    Admin,
+    /// The first user (everyday flows).
+    User,
+    /// The last user (lock-out and rate limits).
+    Sacrificial,
+}
+
+/// A printer the kit registered.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Its id.
+    pub device_id: String,
+    /// The newest device access token.
+    pub access: String,
+    /// The newest refresh token.
+    pub refresh: String,
+}
+
+/// The world of one server-mode case.
+pub struct ServerEnv {
+    ctx: Arc<ServerContext>,
+    /// The case's ID.
+    pub case_id: &'static str,
+    /// The case's seed.
+    pub seed: u64,
+    /// The validated endpoints (RFC 8414).
+    pub endpoints: Endpoints,
+    /// The raw metadata document.
+    pub metadata: Value,
+    transport: ReqwestTransport,
+    exchanges: Vec<Exchange>,
+    vault: Vault,
+    evidence: Vec<Evidence>,
+    t0: Instant,
+    app_tokens: Vec<(Actor, String)>,
+}
+
+impl std::fmt::Debug for ServerEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerEnv").field("case_id", &self.case_id).field("api", &self.endpoints.api).finish()
+    }
+}
+
+fn policy(ctx: &ServerContext) -> TransportPolicy {
+    TransportPolicy::loopback_plain_allowed(ctx.allow_loopback_http)
+}
+
+impl ServerEnv {
+    /// Discovers the region and reads the metadata (both recorded); a server that fails here fails the case.
+    pub async fn create(ctx: Arc<ServerContext>, case_id: &'static str, seed: u64) -> Result<Self, CaseError> {
+        let transport = ReqwestTransport::new(ctx.ca_pem.as_deref()).map_err(|e| CaseError::Kit(e.to_string()))?;
+        let mut env = Self {
+            ctx: ctx.clone(),
+            case_id,
+            seed,
+            endpoints: Endpoints::conventional("http://invalid"),
+            metadata: Value::Null,
+            transport,
+            exchanges: Vec::new(),
+            vault: Vault::default(),
+            evidence: Vec::new(),
+            t0: Instant::now(),
+            app_tokens: Vec::new(),
+        };
+        for (s, kind) in ctx.accounts.secrets() {
+            env.vault.add(s, kind, true);
+        }
+        roger_proto::discovery::check_transport(&ctx.discovery, policy(&ctx))
+            .map_err(|e| CaseError::Peer(format!("discovery URL: {e}")))?;
+        let req = roger_proto::discovery::request(&ctx.discovery).map_err(|e| CaseError::Kit(e.to_string()))?;
+        let regions = env.send(req).await?;
+        let regions: Regions = serde_json::from_slice(&regions.resp_body)
+            .map_err(|e| CaseError::Peer(format!("the discovery document is not a region list: {e}")))?;
+        let region =
+            regions.regions.first().ok_or_else(|| CaseError::Peer("the discovery document offers no region".into()))?;
+        let api = region.api.trim_end_matches('/').to_owned();
+        let req = roger_proto::metadata::request(&api).map_err(|e| CaseError::Kit(e.to_string()))?;
+        let meta = env.send(req).await?;
+        env.metadata = meta.json().unwrap_or(Value::Null);
+        let parsed: AuthorizationServerMetadata = serde_json::from_slice(&meta.resp_body)
+            .map_err(|e| CaseError::Peer(format!("the metadata is not RFC 8414 JSON: {e}")))?;
+        env.endpoints = parsed
+            .validate(&api, policy(&ctx))
+            .map_err(|e| CaseError::Peer(format!("the metadata was refused: {e}")))?;
+        Ok(env)
+    }
+
+    /// The accounts.
+    pub fn accounts(&self) -> &Accounts {
+        &self.ctx.accounts
+    }
+
+    /// The MFP client id.
+    pub fn client_id(&self) -> String {
+        self.ctx.accounts.client_id.clone()
+    }
+
+    /// The account of `who`.
+    pub fn account(&self, who: Actor) -> &Account {
+        let a = &self.ctx.accounts;
+        match who {
+            Actor::Admin => &a.admin,
+            Actor::User => &a.users[0],
+            Actor::Sacrificial => &a.users[a.users.len() - 1],
+        }
+    }
+
+    /// Every exchange so far.
+    pub fn exchanges(&self) -> &[Exchange] {
+        &self.exchanges
+    }
+
+    /// The secrets so far.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// Adds a line of evidence (redacted).
+    pub fn note(&mut self, source: EvidenceSource, text: impl AsRef<str>) {
+        let text = self.vault.redact(text.as_ref());
+        let at_ms = self.t0.elapsed().as_millis() as u64;
+        self.evidence.push(Evidence { source, at_ms, text });
+    }
+
+    /// Records `e` as wire evidence.
+    pub fn note_exchange(&mut self, e: &Exchange) {
+        let at_ms = e.at.saturating_duration_since(self.t0).as_millis() as u64;
+        let text = e.describe(&self.vault);
+        self.evidence.push(Evidence { source: EvidenceSource::Wire, at_ms, text });
+    }
+
+    /// The evidence so far.
+    pub fn into_evidence(self) -> Vec<Evidence> {
+        self.evidence
+    }
+
+    /// Sends one request and records it; a transport failure is an exchange without a status.
+    pub async fn send(&mut self, req: Request<Vec<u8>>) -> Result<Exchange, CaseError> {
+        let at = Instant::now();
+        let (parts, body) = req.into_parts();
+        let mut e = Exchange {
+            seq: self.exchanges.len() as u64,
+            route: "api",
+            at,
+            done: at,
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers.clone(),
+            body: body.clone().into(),
+            status: None,
+            resp_headers: http::HeaderMap::new(),
+            resp_body: Default::default(),
+            rewritten: Vec::new(),
+        };
+        let req = Request::from_parts(parts, body);
+        let answer: Option<Response<Vec<u8>>> =
+            tokio::time::timeout(Duration::from_secs(30), self.transport.send(req)).await.ok().and_then(Result::ok);
+        e.done = Instant::now();
+        if let Some(a) = answer {
+            e.status = Some(a.status().as_u16());
+            e.resp_headers = a.headers().clone();
+            e.resp_body = a.into_body().into();
+            if let Some(v) = e.json() {
+                self.vault.collect(&v);
+            }
+        }
+        self.note_exchange(&e);
+        self.exchanges.push(e.clone());
+        Ok(e)
+    }
+
+    /// A `roger.app` access token for `who`: the ready-made one, or a login through the form with PKCE S256
+    /// (PROTOCOL.md §4, RFC 7636).
+    pub async fn app_token(&mut self, who: Actor) -> Result<String, CaseError> {
+        if let Some((_, t)) = self.app_tokens.iter().find(|(a, _)| *a == who) {
+            return Ok(t.clone());
+        }
+        let account = self.account(who).clone();
+        let token = match (&account.app_token, &account.password) {
+            (Some(t), _) => t.clone(),
+            (None, Some(pw)) => self.login(&account.username, pw).await?,
+            (None, None) => return Err(CaseError::Kit(format!("{} has no password or app_token", account.username))),
+        };
+        self.app_tokens.push((who, token.clone()));
+        Ok(token)
+    }
+
+    async fn login(&mut self, username: &str, password: &str) -> Result<String, CaseError> {
+        let mut rng = rand::rngs::OsRng;
+        let verifier = roger_proto::pkce::new_verifier(&mut rng);
+        let state = format!("conform-{}", self.seed);
+        let request = AuthorizationRequest::for_app("roger-mobile", MOBILE_REDIRECT_URI, &verifier, &state);
+        let endpoint = self.endpoints.authorization.clone();
+        let form = http::Request::get(request.to_url(&endpoint))
+            .header(http::header::ACCEPT, "text/html")
+            .body(Vec::new())
+            .map_err(|e| CaseError::Kit(e.to_string()))?;
+        let page = self.send(form).await?;
+        let html = String::from_utf8_lossy(&page.resp_body).into_owned();
+        let csrf = crate::phone::login::hidden_field(&html, "csrf_token")
+            .ok_or_else(|| CaseError::Peer("the login form has no csrf_token".into()))?;
+        let cookie = crate::phone::login::cookie_header(&page.resp_headers)
+            .ok_or_else(|| CaseError::Peer("the login form set no cookie".into()))?;
+        let body = LoginForm {
+            request,
+            tenant: self.ctx.accounts.tenant.clone(),
+            username: username.to_owned(),
+            password: Password::new(password),
+            csrf: CsrfToken::new(csrf),
+        }
+        .to_form();
+        let post = http::Request::post(&endpoint)
+            .header(http::header::CONTENT_TYPE, roger_proto::wire::FORM)
+            .header(http::header::COOKIE, cookie)
+            .body(body)
+            .map_err(|e| CaseError::Kit(e.to_string()))?;
+        let answer = self.send(post).await?;
+        let location = answer
+            .resp_headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                CaseError::Peer(format!("the app login of {username} did not redirect (status {:?})", answer.status))
+            })?
+            .to_owned();
+        let code = authorize::parse_redirect(&location, MOBILE_REDIRECT_URI, &state)
+            .map_err(|e| CaseError::Peer(format!("the login redirect: {e}")))?;
+        let redeem = TokenRequest::AuthorizationCode {
+            code,
+            redirect_uri: MOBILE_REDIRECT_URI.into(),
+            code_verifier: verifier,
+            client_id: "roger-mobile".into(),
+        };
+        let req = redeem.to_http(&self.endpoints.token, None).map_err(|e| CaseError::Kit(e.to_string()))?;
+        let a = self.send(req).await?;
+        a.json()
+            .and_then(|v| v.get("access_token")?.as_str().map(str::to_owned))
+            .ok_or_else(|| CaseError::Peer("the code redemption gave no access token".into()))
+    }
+
+    /// `POST /oauth/device_authorization` for a registration (PROTOCOL.md §5.1): the exchange.
+    pub async fn registration_code(&mut self) -> Result<Exchange, CaseError> {
+        let serial = format!("CONFORM-{:08X}", (self.seed as u32) ^ (self.exchanges.len() as u32));
+        let req = DeviceAuthorizationRequest::registration(&self.client_id(), "Conformance Kit", &serial)
+            .to_http(&self.endpoints.device_authorization, None)
+            .map_err(|e| CaseError::Kit(e.to_string()))?;
+        self.send(req).await
+    }
+
+    /// One device-code poll (RFC 8628 §3.4), device-bound with `bearer` for session codes.
+    pub async fn poll(&mut self, device_code: &str, bearer: Option<&str>) -> Result<Exchange, CaseError> {
+        let req = TokenRequest::DeviceCode { device_code: DeviceCode::new(device_code), client_id: self.client_id() };
+        let bearer = bearer.map(AccessToken::new);
+        let req = req.to_http(&self.endpoints.token, bearer.as_ref()).map_err(|e| CaseError::Kit(e.to_string()))?;
+        self.send(req).await
+    }
+
+    /// Approves (or denies) a user code as `who` after looking it up (R-QR-2); the decision's exchange.
+    pub async fn decide(&mut self, user_code: &str, who: Actor, approve: bool) -> Result<Exchange, CaseError> {
+        let token = AccessToken::new(self.app_token(who).await?);
+        let code = UserCode::new(user_code);
+        let api = self.endpoints.api.clone();
+        let lookup = roger_proto::api::lookup_code(&api, &token, &code).map_err(|e| CaseError::Kit(e.to_string()))?;
+        self.send(lookup).await?;
+        let req = if approve {
+            roger_proto::api::approve_code(&api, &token, &code)
+        } else {
+            roger_proto::api::deny_code(&api, &token, &code)
+        }
+        .map_err(|e| CaseError::Kit(e.to_string()))?;
+        self.send(req).await
+    }
+
+    /// A refresh (RFC 6749 §6).
+    pub async fn refresh(&mut self, refresh_token: &str) -> Result<Exchange, CaseError> {
+        let req = TokenRequest::RefreshToken {
+            refresh_token: RefreshToken::new(refresh_token),
+            scope: None,
+            client_id: self.client_id(),
+        };
+        let req = req.to_http(&self.endpoints.token, None).map_err(|e| CaseError::Kit(e.to_string()))?;
+        self.send(req).await
+    }
+
+    /// `GET /api/v1/device` with `token` (a cheap authenticated call).
+    pub async fn get_device(&mut self, token: &str) -> Result<Exchange, CaseError> {
+        let req = roger_proto::api::get_device(&self.endpoints.api.clone(), &AccessToken::new(token))
+            .map_err(|e| CaseError::Kit(e.to_string()))?;
+        self.send(req).await
+    }
+
+    /// Registers a printer: a registration code, the admin's approval, polls at the interval until the tokens come
+    /// (PROTOCOL.md §5).
+    pub async fn register(&mut self) -> Result<Device, CaseError> {
+        let code = self.registration_code().await?;
+        let v = code
+            .json()
+            .filter(|_| code.delivered_ok())
+            .ok_or_else(|| CaseError::Peer(format!("the registration code request was answered {:?}", code.status)))?;
+        let device_code = v.get("device_code").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let user_code = v.get("user_code").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let interval = roger_proto::timing::effective_interval(v.get("interval").and_then(Value::as_u64));
+        let decision = self.decide(&user_code, Actor::Admin, true).await?;
+        if !decision.delivered_ok() {
+            return Err(CaseError::Peer(format!("the admin's approval was answered {:?}", decision.status)));
+        }
+        for _ in 0..6 {
+            tokio::time::sleep(interval + Duration::from_millis(100)).await;
+            let p = self.poll(&device_code, None).await?;
+            if p.delivered_ok() {
+                let v = p.json().unwrap_or(Value::Null);
+                let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                let d = Device { device_id: s("device_id"), access: s("access_token"), refresh: s("refresh_token") };
+                if d.access.is_empty() || d.refresh.is_empty() {
+                    return Err(CaseError::Peer("the registration's token answer lacks a token".into()));
+                }
+                return Ok(d);
+            }
+            if p.oauth_error().as_deref() != Some("authorization_pending") {
+                return Err(CaseError::Peer(format!("polling the approved registration got {:?}", p.oauth_error())));
+            }
+        }
+        Err(CaseError::Peer("the approved registration code never redeemed".into()))
+    }
+
+    /// Whether the server offers the `/sim/` control API (the simulated server does, on loopback).
+    pub async fn sim_available(&mut self) -> bool {
+        let api = self.endpoints.api.clone();
+        let Ok(req) = http::Request::get(format!("{api}/sim/clock")).body(Vec::new()) else { return false };
+        matches!(self.send(req).await, Ok(e) if e.status == Some(200))
+    }
+
+    /// Moves the server's clock forward through `/sim/clock/advance`; [`CaseError::NotOffered`] when not offered.
+    pub async fn advance(&mut self, seconds: u64) -> Result<(), CaseError> {
+        let api = self.endpoints.api.clone();
+        let body = serde_json::to_vec(&serde_json::json!({ "seconds": seconds })).unwrap_or_default();
+        let req = http::Request::post(format!("{api}/sim/clock/advance"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .map_err(|e| CaseError::Kit(e.to_string()))?;
+        let e = self.send(req).await?;
+        if e.status != Some(200) {
+            return Err(CaseError::NotOffered("/sim/clock/advance".into()));
+        }
+        self.note(EvidenceSource::Kit, format!("moved the server's clock forward by {seconds} s (/sim/clock/advance)"));
+        Ok(())
+    }
+
+    /// The server's store through `/sim/store`; [`CaseError::NotOffered`] when not offered.
+    pub async fn store(&mut self) -> Result<Vec<u8>, CaseError> {
+        let api = self.endpoints.api.clone();
+        let req = http::Request::get(format!("{api}/sim/store"))
+            .body(Vec::new())
+            .map_err(|e| CaseError::Kit(e.to_string()))?;
+        let at = Instant::now();
+        let answer = self.transport.send(req).await.ok().filter(|a| a.status().as_u16() == 200);
+        let Some(a) = answer else { return Err(CaseError::NotOffered("/sim/store".into())) };
+        let at_ms = at.saturating_duration_since(self.t0).as_millis() as u64;
+        let text = format!("GET /sim/store → 200 ({} bytes, not shown)", a.body().len());
+        self.evidence.push(Evidence { source: EvidenceSource::Server, at_ms, text });
+        Ok(a.into_body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_accounts_file_parses() {
+        let text = include_str!("../../fixtures/conform-accounts.toml");
+        let a = Accounts::parse(text).expect("accounts");
+        assert_eq!(a.tenant, "acme");
+        assert_eq!(a.users.len(), 2);
+        assert!(a.secrets().iter().any(|(s, k)| *s == "5678" && *k == "PIN"));
+    }
+
+    #[test]
+    fn bad_accounts_are_refused_with_a_reason() {
+        let one_user = "tenant = \"t\"\n[admin]\nusername = \"a\"\npassword = \"p\"\n[[users]]\nusername = \"u\"\npassword = \"p\"\npin = \"1\"\n";
+        assert!(Accounts::parse(one_user).unwrap_err().contains("two users"));
+        let no_pin = format!("{one_user}[[users]]\nusername = \"v\"\npassword = \"p\"\n");
+        assert!(Accounts::parse(&no_pin).unwrap_err().contains("needs a pin"));
+        let bad_client = format!("client_id = \"roger-mobile\"\n{one_user}");
+        assert!(Accounts::parse(&bad_client).unwrap_err().contains("emb-"));
+        let typo = format!("{one_user}[[users]]\nusername = \"v\"\npasword = \"p\"\npin = \"2\"\n");
+        assert!(Accounts::parse(&typo).is_err(), "unknown members are refused");
+        let ok = format!("{one_user}[[users]]\nusername = \"v\"\napp_token = \"rat_x\"\npin = \"2\"\n");
+        assert!(Accounts::parse(&ok).is_ok());
+    }
+}
