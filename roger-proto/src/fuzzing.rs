@@ -1162,6 +1162,8 @@ impl PanelDriver {
             // After the call: `poll_transmit` handles due timers first (a session may have just expired).
             let state = p.state();
             let qr_request_id = p.current_qr().map(|q| q.request_id.clone());
+            // R-QR-3: a code replaced by a newer QR is still polled until it expires or is answered.
+            let outgoing_request_ids: Vec<_> = p.outgoing_qrs().map(|q| q.request_id.clone()).collect();
             assert!(!self.outstanding.iter().any(|o| o.id() == t.id()), "request ids are unique");
             assert!(!self.answered.contains(&t.id()), "request ids are never reused");
             let req = t.to_http(&self.endpoints, Some(&device_token)).expect("a valid request");
@@ -1186,7 +1188,11 @@ impl PanelDriver {
                         .iter_mut()
                         .find(|c| c.device_code == device_code.secret())
                         .expect("polls carry an issued device code");
-                    assert_eq!(qr_request_id.as_ref(), Some(&code.request_id), "only the shown code is polled");
+                    assert!(
+                        qr_request_id.as_ref() == Some(&code.request_id)
+                            || outgoing_request_ids.contains(&code.request_id),
+                        "only the shown code and the codes it replaced (R-QR-3) are polled"
+                    );
                     if let Some(prev) = code.last_poll {
                         assert!(now - prev >= code.interval, "R-POLL-1: {:?} < {:?}", now - prev, code.interval);
                     }
