@@ -7,24 +7,33 @@
 //!   consume their device queues through one [`BrokerPool`]: one channel each over at most `--connections C`
 //!   (default 10) broker connections, so the fleet stays within the file-descriptor limit (printed at the start).
 //!   `--poll-printers M` (default 100) printers have no push and poll at the tenant's interval (`--interval`,
-//!   default 5 s, PROTOCOL.md §3).
+//!   default 5 s, PROTOCOL.md §3). The two groups register under their own client ids, so the server's request log
+//!   tells their polls apart.
 //! * Every printer registers (an admin approves each code), shows its session QR, and a user approves it; the time
 //!   from the approval's answer to the panel's session is recorded. Approvals run `--concurrency K` (default 20)
-//!   at a time, push-first and poll-only interleaved, so both groups see the same load.
-//! * The report: median, p90, p99 and max per group, and the ratio of the medians.
+//!   at a time, push-first and poll-only mixed, in a random order and each after a random look at the QR of less
+//!   than one interval (`--seed S`), so both groups see the same load and an approval falls at a random moment of
+//!   its printer's polling cycle.
+//! * The report: median, p90, p99 and max per group, the ratio of the medians, and where the time goes: the
+//!   approval's round trip, approval → doorbell at the printer, doorbell → session, and from the server's request
+//!   log how many granting polls the interval held back (R-POLL-1: a doorbell that comes less than an interval
+//!   after a poll of its code waits for the interval, so push-first's tail is bounded by the interval, not zero).
 //!
-//! `ROGER_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo bench -p roger-benches --bench amqp_fleet -- --printers 200`
+//! `ROGER_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo bench -p roger-benches --bench amqp_fleet`
+//! (`-- --printers 200 --poll-printers 20` for a quick run).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use roger_proto::api::CodeKind;
 use roger_proto::discovery::TransportPolicy;
 use roger_proto::secret::Password;
 use roger_sim::amqp::{AmqpConfig, BrokerPool, ConsumerOptions, QueueLimits};
 use roger_sim::mfp::{BrokerPush, Mfp, MfpConfig, MfpHandle, PanelState};
 use roger_sim::phone::{ClientConfig, Phone};
-use roger_sim::server::{start, ServerConfig};
+use roger_sim::server::{start, RunningServer, ServerConfig};
 
 /// What one run is asked for (see the module documentation).
 #[derive(Debug, Clone)]
@@ -34,6 +43,7 @@ struct Args {
     connections: usize,
     concurrency: usize,
     interval: u64,
+    seed: u64,
     url: String,
 }
 
@@ -44,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         connections: 10,
         concurrency: 20,
         interval: 5,
+        seed: 1,
         url: std::env::var("ROGER_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
     };
     let mut it = std::env::args().skip(1);
@@ -57,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
             "--connections" => a.connections = num("--connections")?.max(1),
             "--concurrency" => a.concurrency = num("--concurrency")?.max(1),
             "--interval" => a.interval = num("--interval")? as u64,
+            "--seed" => a.seed = num("--seed")? as u64,
             // cargo bench passes `--bench`; criterion-style flags are not ours.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -102,8 +114,22 @@ async fn register(admin: &mut Phone, mfp: &MfpHandle) -> Result<(), String> {
     Ok(())
 }
 
-/// A user approves the printer's session QR; returns the time from the approval's answer to the session.
-async fn sign_in(user: &mut Phone, mfp: &MfpHandle) -> Result<Duration, String> {
+/// The narration line of the simulated MFP when a `code.approved` doorbell arrives (roger_sim::mfp push input).
+const DOORBELL_LINE: &str = "code.approved doorbell";
+
+/// What one sign-in measured (all from the client side of this process).
+#[derive(Debug, Clone, Copy, Default)]
+struct SignIn {
+    /// `POST /api/v1/codes/approve`: request sent → answer received.
+    approve_rtt: Duration,
+    /// Approval's answer → the MFP holds the session (the headline figure).
+    to_session: Duration,
+    /// Approval's answer → the doorbell reached the MFP (push-first only; zero if it came before the answer).
+    to_doorbell: Option<Duration>,
+}
+
+/// A user approves the printer's session QR; measures the approval, the doorbell and the session.
+async fn sign_in(user: &mut Phone, mfp: &MfpHandle) -> Result<SignIn, String> {
     let (shown, view) =
         mfp.wait_until(Duration::from_secs(120), |v| v.state == PanelState::Idle && v.qr.is_some()).await;
     if !shown {
@@ -111,12 +137,39 @@ async fn sign_in(user: &mut Phone, mfp: &MfpHandle) -> Result<Duration, String> 
     }
     let code = user.scan_payload(view.qr.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
     let review = user.look_up(&code).await.map_err(|e| e.to_string())?;
-    user.approve(&review, Some(CodeKind::Session)).await.map_err(|e| e.to_string())?;
-    let approved = Instant::now();
-    mfp.wait_for(PanelState::Session, Duration::from_secs(120))
-        .await
-        .map_err(|v| format!("no session: {:?}", v.state))?;
-    Ok(approved.elapsed())
+    // Time-stamps the doorbell as the printer narrates it (a task of its own, so that a doorbell arriving while
+    // the approval's answer is still on its way is stamped when it arrives).
+    let mut events = mfp.subscribe_events();
+    let mut doorbell = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(line) if line.contains(DOORBELL_LINE) => return Some(Instant::now()),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let sent = Instant::now();
+    let approved = user.approve(&review, Some(CodeKind::Session)).await.map_err(|e| e.to_string());
+    let answered = Instant::now();
+    if let Err(e) = approved {
+        doorbell.abort();
+        return Err(e);
+    }
+    let reached = mfp.wait_for(PanelState::Session, Duration::from_secs(120)).await;
+    let to_session = answered.elapsed();
+    // A poll-only printer gets no doorbell; a push-first one has narrated it before the session at the latest.
+    let rang = match tokio::time::timeout(Duration::from_millis(50), &mut doorbell).await {
+        Ok(Ok(at)) => at,
+        _ => None,
+    };
+    doorbell.abort();
+    reached.map_err(|v| format!("no session: {:?}", v.state))?;
+    Ok(SignIn {
+        approve_rtt: answered - sent,
+        to_session,
+        to_doorbell: rang.map(|at| at.saturating_duration_since(answered)),
+    })
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -141,7 +194,7 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("server: {e}"))?;
     let bus = server.amqp.clone().ok_or("no broker bus")?;
-    let result = fleet(&args, &server.info.discovery, &server.info.api).await;
+    let result = fleet(&args, &server).await;
     match bus.delete_topology().await {
         Ok(n) => println!("cleaned up: {n} queues and the exchange deleted"),
         Err(e) => println!("clean-up failed (the queues expire on their own): {e}"),
@@ -150,7 +203,18 @@ async fn run(args: Args) -> Result<(), String> {
     result
 }
 
-async fn fleet(args: &Args, discovery: &str, api: &str) -> Result<(), String> {
+/// Push-first and poll-only printers register under their own client ids, so the server's request log tells their
+/// polls apart (any `emb-<vendor>` is accepted, PROTOCOL.md §3).
+const PUSH_CLIENT: &str = "emb-benchpush";
+const POLL_CLIENT: &str = "emb-benchpoll";
+/// How much later than one interval after the previous poll a granting poll may arrive and still count as held back by
+/// the interval (R-POLL-1) rather than sent at once on its doorbell.
+const HELD_SLACK: Duration = Duration::from_millis(250);
+/// RFC 8628 §3.4 `grant_type` of a code poll.
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+async fn fleet(args: &Args, server: &RunningServer) -> Result<(), String> {
+    let (discovery, api) = (server.info.discovery.as_str(), server.info.api.as_str());
     let client = ClientConfig::loopback(discovery);
     let mut control = Phone::connect(&client).await.map_err(|e| e.to_string())?;
     control.login("acme", "admin", Password::new("admin-pass")).await.map_err(|e| e.to_string())?;
@@ -174,6 +238,7 @@ async fn fleet(args: &Args, discovery: &str, api: &str) -> Result<(), String> {
         let mut config = MfpConfig::new(discovery.to_owned(), root.join(format!("p{i}")));
         config.allow_loopback_http = true;
         config.serial = format!("BENCH-{i:05}");
+        config.client_id = if push { PUSH_CLIENT } else { POLL_CLIENT }.to_owned();
         config.broker = if push { BrokerPush::Pool(pool.clone()) } else { BrokerPush::Off };
         let mfp = Mfp::start(config).await.map_err(|e| format!("printer {i}: {e}"))?;
         printers.push((push, mfp));
@@ -184,8 +249,9 @@ async fn fleet(args: &Args, discovery: &str, api: &str) -> Result<(), String> {
     let registered = Instant::now();
     // Registration codes are polled at the interval (no push before a device exists), so more at a time.
     let registering = Args { concurrency: args.concurrency.max(50), ..args.clone() };
-    run_batches(&registering, &client, "admin", "admin-pass", printers.clone(), |phone, mfp| {
-        Box::pin(async move { register(phone, mfp).await.map(|()| Duration::ZERO) })
+    let in_order: Vec<(usize, Duration)> = (0..total).map(|i| (i, Duration::ZERO)).collect();
+    run_batches(&registering, &client, "admin", "admin-pass", printers.clone(), &in_order, |phone, mfp| {
+        Box::pin(register(phone, mfp))
     })
     .await?;
     println!(
@@ -197,12 +263,31 @@ async fn fleet(args: &Args, discovery: &str, api: &str) -> Result<(), String> {
     );
     // Let every push-first printer report push healthy before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let healthy = printers
+        .iter()
+        .filter(|(push, mfp)| *push && mfp.events().iter().any(|l| l.contains("push: connected to the device queue")))
+        .count();
+    println!("push-first printers consuming their queue: {healthy} of {}", args.printers);
 
-    let timings =
-        run_batches(args, &client, "alice", "alice-pass", printers.clone(), |phone, mfp| Box::pin(sign_in(phone, mfp)))
-            .await?;
-    let mut push: Vec<Duration> = Vec::new();
-    let mut poll: Vec<Duration> = Vec::new();
+    let log_from = server.shared.log_since(0).last().map_or(0, |e| e.seq + 1);
+    let measured = Instant::now();
+    // An approval must fall at a random moment of its printer's polling cycle, or the figures measure the harness:
+    // * users approve in a seeded random order: in registration order, with both phases about as long as a QR lives
+    //   (120 s), every approval fell just before a QR rotation and a poll of the old code;
+    // * each user looks at the QR for a random time below one interval before approving (not measured): the
+    //   printers registered in waves of one interval, so their polls share a phase, and a worker that approves as
+    //   soon as its previous printer signed in (right after a poll) would approve just after the next poll too.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let mut order: Vec<(usize, Duration)> =
+        (0..total).map(|i| (i, Duration::from_millis(rng.gen_range(0..args.interval.max(1) * 1000)))).collect();
+    order.shuffle(&mut rng);
+    let timings = run_batches(args, &client, "alice", "alice-pass", printers.clone(), &order, |phone, mfp| {
+        Box::pin(sign_in(phone, mfp))
+    })
+    .await?;
+    let measured = measured.elapsed();
+    let log = server.shared.log_since(log_from);
+    let (mut push, mut poll): (Vec<SignIn>, Vec<SignIn>) = (Vec::new(), Vec::new());
     for ((is_push, _), t) in printers.iter().zip(timings) {
         if *is_push {
             push.push(t)
@@ -210,22 +295,71 @@ async fn fleet(args: &Args, discovery: &str, api: &str) -> Result<(), String> {
             poll.push(t)
         }
     }
-    push.sort();
-    poll.sort();
-    println!("approval → session ({} push-first, {} poll-only):", push.len(), poll.len());
+    let interval = Duration::from_secs(args.interval);
+    let relaxed = MfpConfig::new(String::new(), root.clone()).push_relaxed_interval;
+    println!(
+        "approval → session, {} push-first and {} poll-only printers signed in within {:.1} s (poll interval {} s; \
+         with push healthy a code is polled every {} s, PROTOCOL.md §8):",
+        push.len(),
+        poll.len(),
+        measured.as_secs_f64(),
+        args.interval,
+        relaxed.as_secs()
+    );
     for (name, v) in [("push-first", &push), ("poll-only", &poll)] {
+        print_row(name, "answer → session", v.iter().map(|s| s.to_session).collect());
+    }
+    if let (Some(a), Some(b)) = (median(push.iter().map(|s| s.to_session)), median(poll.iter().map(|s| s.to_session))) {
+        println!("  ratio poll-only / push-first (medians): {:.1}", b.as_secs_f64() / a.as_secs_f64().max(1e-6));
+    }
+    println!("where the time goes:");
+    for (name, v) in [("push-first", &push), ("poll-only", &poll)] {
+        print_row(name, "approve round trip", v.iter().map(|s| s.approve_rtt).collect());
+    }
+    let rang: Vec<&SignIn> = push.iter().filter(|s| s.to_doorbell.is_some()).collect();
+    print_row("push-first", "answer → doorbell", rang.iter().filter_map(|s| s.to_doorbell).collect());
+    let after_doorbell: Vec<Duration> =
+        rang.iter().filter_map(|s| s.to_doorbell.map(|d| s.to_session.saturating_sub(d))).collect();
+    print_row("push-first", "doorbell → session", after_doorbell.clone());
+    if rang.len() < push.len() {
+        println!("  push-first  {} session(s) came before their doorbell", push.len() - rang.len());
+    }
+    // The server's request log: each group's code polls, and for the granting poll of each session the gap since
+    // the previous poll of that code. A granting poll one interval after the previous one was held back by R-POLL-1
+    // (a doorbell that came less than an interval after a poll waits for the interval, PROTOCOL.md §8, §12).
+    let held = |gaps: &[Duration]| gaps.iter().filter(|g| **g >= interval && **g < interval + HELD_SLACK).count();
+    for (name, client_id, sessions) in [("push-first", PUSH_CLIENT, push.len()), ("poll-only", POLL_CLIENT, poll.len())]
+    {
+        let polls: Vec<_> = log
+            .iter()
+            .filter(|e| e.client_id.as_deref() == Some(client_id) && e.grant_type.as_deref() == Some(DEVICE_CODE_GRANT))
+            .collect();
+        let gaps: Vec<Duration> = polls
+            .iter()
+            .filter(|e| e.status == 200)
+            .filter_map(|e| e.gap_ms.and_then(|g| u64::try_from(g).ok()).map(Duration::from_millis))
+            .collect();
+        let slow_down = polls.iter().filter(|e| e.outcome.as_deref() == Some("slow_down")).count();
         println!(
-            "  {name:<10}  median {:8.1} ms   p90 {:8.1} ms   p99 {:8.1} ms   max {:8.1} ms",
-            ms(percentile(v, 50.0)),
-            ms(percentile(v, 90.0)),
-            ms(percentile(v, 99.0)),
-            ms(v.last().copied().unwrap_or_default())
+            "  {name:<10}  {} code polls ({slow_down} slow_down); {} of {sessions} granting polls came one interval \
+             after the previous poll of their code (held back by R-POLL-1)",
+            polls.len(),
+            held(&gaps)
         );
     }
-    if !push.is_empty() && !poll.is_empty() {
+    let waited = after_doorbell.iter().filter(|d| **d >= HELD_SLACK).count();
+    let beyond = after_doorbell.iter().filter(|d| **d >= interval + HELD_SLACK).count();
+    println!(
+        "  push-first  {waited} of {} doorbells were followed by a wait of {} ms or more, the longest {:.0} ms; \
+         {beyond} waited longer than one interval",
+        rang.len(),
+        HELD_SLACK.as_millis(),
+        ms(after_doorbell.iter().max().copied().unwrap_or_default())
+    );
+    if beyond > 0 {
         println!(
-            "  ratio poll-only / push-first (medians): {:.1}",
-            percentile(&poll, 50.0).as_secs_f64() / percentile(&push, 50.0).as_secs_f64().max(1e-6)
+            "  push-first  a wait longer than one interval is more than R-POLL-1 asks: the poll before the doorbell \
+             failed and the wait doubled (PROTOCOL.md §12), or the printer was slow to act"
         );
     }
     println!(
@@ -243,35 +377,57 @@ async fn fleet(args: &Args, discovery: &str, api: &str) -> Result<(), String> {
     Ok(())
 }
 
-type Job<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Duration, String>> + Send + 'a>>;
+fn median(v: impl Iterator<Item = Duration>) -> Option<Duration> {
+    let mut v: Vec<Duration> = v.collect();
+    v.sort();
+    (!v.is_empty()).then(|| percentile(&v, 50.0))
+}
 
-/// Runs `job` for every printer, `--concurrency` at a time, each worker with its own signed-in phone; returns the
-/// durations in printer order.
-async fn run_batches(
+fn print_row(group: &str, what: &str, mut v: Vec<Duration>) {
+    v.sort();
+    println!(
+        "  {group:<10}  {what:<20} n {:>5}  median {:8.1} ms  p90 {:8.1} ms  p99 {:8.1} ms  max {:8.1} ms",
+        v.len(),
+        ms(percentile(&v, 50.0)),
+        ms(percentile(&v, 90.0)),
+        ms(percentile(&v, 99.0)),
+        ms(v.last().copied().unwrap_or_default())
+    );
+}
+
+type Job<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// Runs `job` for every printer, in `order` and each after its think time, `--concurrency` at a time, each worker
+/// with its own signed-in phone; returns the results in printer order.
+async fn run_batches<T: Send + Default + Clone + 'static>(
     args: &Args,
     client: &ClientConfig,
     user: &str,
     password: &str,
     printers: Arc<Vec<(bool, MfpHandle)>>,
-    job: for<'a> fn(&'a mut Phone, &'a MfpHandle) -> Job<'a>,
-) -> Result<Vec<Duration>, String> {
+    order: &[(usize, Duration)],
+    job: for<'a> fn(&'a mut Phone, &'a MfpHandle) -> Job<'a, T>,
+) -> Result<Vec<T>, String> {
+    let order: Arc<Vec<(usize, Duration)>> = Arc::new(order.to_vec());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.min(printers.len()).max(1) {
         let mut phone = Phone::connect(client).await.map_err(|e| e.to_string())?;
         phone.login("acme", user, Password::new(password)).await.map_err(|e| e.to_string())?;
-        let (printers, next) = (printers.clone(), next.clone());
+        let (printers, next, order) = (printers.clone(), next.clone(), order.clone());
         workers.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(i, think)) = order.get(n) else { break };
                 let Some((_, mfp)) = printers.get(i) else { break };
+                tokio::time::sleep(think).await;
                 out.push((i, job(&mut phone, mfp).await.map_err(|e| format!("printer {i}: {e}"))?));
             }
             Ok::<_, String>(out)
         }));
     }
-    let mut all = vec![Duration::ZERO; printers.len()];
+    let mut all = vec![T::default(); printers.len()];
     for w in workers {
         for (i, d) in w.await.map_err(|e| e.to_string())?? {
             all[i] = d;

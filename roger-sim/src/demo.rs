@@ -7,8 +7,9 @@
 //! 2. alice scans the panel's session QR on her phone and approves it (§8 step 1); the printer releases her queued
 //!    drive job and prints it (§9);
 //! 3. she enters her PIN (§8 step 2) and scans a page to her drive (§9);
-//! 4. her desktop signs in by QR approved on her phone, holds a document (only metadata goes to the server), she
-//!    releases it to the printer from her phone, and the desktop hands the file to the printer with a ticket (§9);
+//! 4. her desktop signs in by QR approved on her phone, holds a document (only metadata goes to the server), her
+//!    phone learns of the queued job by push (`job.queued`, §11) and she releases it to the printer from there, and
+//!    the desktop hands the file to the printer with a ticket (§9);
 //! 5. she logs out (§8 "End");
 //! 6. the clock jumps 91 days: the printer's refresh token is dead and the printer is disconnected (R-TOK-4);
 //! 7. the admin reconnects it (a new registration).
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use http::{Method, Request};
-use roger_proto::api::{CodeKind, JobSource};
+use roger_proto::api::{CodeKind, Job, JobSource};
 use roger_proto::driver::reqwest_transport::ReqwestTransport;
 use roger_proto::driver::Driver;
 use roger_proto::push::{Id, PushEvent};
@@ -36,7 +37,7 @@ use crate::bus::{QueueSpec, Subscription};
 use crate::desktop::{Desktop, HandoverOutcome};
 use crate::mfp::printer::sha256_hex;
 use crate::mfp::{Mfp, MfpConfig, MfpHandle, PanelState, PrintSource, ReleaseOutcome};
-use crate::phone::{ClientConfig, Phone};
+use crate::phone::{ClientConfig, Phone, PushSource};
 use crate::server::clock::ClockKind;
 use crate::server::{start, RunningServer, ServerConfig};
 
@@ -591,10 +592,40 @@ async fn story(
                 world.server.shared.bus.subscribe(queue).await.map_err(|e| format!("subscribe: {e}"))?
             }
         };
+        // alice's phone consumes its own installation queue (PROTOCOL.md §11): on the broker with the credentials
+        // of GET /api/v1/me/push, or on the in-process bus. The first wait subscribes and reads the list.
+        let phone_pool = match world.server.amqp {
+            Some(_) => {
+                let ca = world.client.ca_pem.as_deref().and_then(|c| String::from_utf8(c.to_vec()).ok());
+                let options = crate::amqp::ConsumerOptions::new(world.client.policy(), ca, "roger-phone");
+                Some(crate::amqp::BrokerPool::new(options, 1))
+            }
+            None => None,
+        };
+        let source = match &phone_pool {
+            Some(pool) => PushSource::Broker(pool.clone()),
+            None => PushSource::Bus(world.server.shared.bus.clone()),
+        };
+        alice.attach_push(source, "demo-phone").map_err(|e| format!("phone push: {e}"))?;
+        alice.wait_for_jobs(limit, |_| true).await.map_err(|e| format!("phone push: {e}"))?;
+        ensure(alice.push_connected(), || {
+            format!("the phone does not consume its queue: {}", alice.push_last_error().unwrap_or("?"))
+        })?;
         let job =
             desktop.submit("travel-expenses.pdf", 2, document.clone()).await.map_err(|e| format!("submit: {e}"))?;
         ensure(job.source == JobSource::Desktop, || format!("a {:?} job", job.source))?;
-        alice.release(&job.id, &device_id).await.map_err(|e| format!("release from the phone: {e}"))?;
+        // The job.queued doorbell makes the phone re-read its list; she picks the desktop job from it.
+        let queued = |jobs: &[Job]| jobs.iter().any(|j| j.source == JobSource::Desktop && j.file_name == job.file_name);
+        let listed =
+            alice.wait_for_jobs(limit, queued).await.map_err(|e| format!("the phone did not see the job: {e}"))?;
+        let stats = alice.detach_push().unwrap_or_default();
+        if let Some(pool) = phone_pool {
+            pool.close().await;
+        }
+        ensure(stats.doorbells >= 1, || format!("the phone saw the job without a doorbell: {stats:?}"))?;
+        let seen = listed.iter().find(|j| j.file_name == job.file_name).ok_or("the job left the list")?;
+        ensure(seen.id == job.id, || format!("the phone lists job {}, the desktop queued {}", seen.id, job.id))?;
+        alice.release(&seen.id, &device_id).await.map_err(|e| format!("release from the phone: {e}"))?;
         let delivered = serve_until_delivered(&mut desktop, &mut sub, &job.id).await?;
         let record = until(|| mfp.printed().into_iter().find(|r| r.job_id == job.id)).await;
         ensure(record.source == PrintSource::Desktop, || format!("printed from {:?}", record.source))?;
@@ -610,8 +641,9 @@ async fn story(
         };
         Ok::<_, String>(format!(
             "alice's desktop signs in by QR (approved on her phone) and holds \"{}\" ({} bytes; only its name and page \
-             count go to the server); she releases it from her phone to {device_id}; the desktop gets \
-             job.release_requested by push, hands the file to the printer's job endpoint with a ticket ({delivered}); \
+             count go to the server); her phone gets job.queued by push and lists it; she releases it from there \
+             to {device_id}; the desktop gets job.release_requested by push, hands the file to the printer's job \
+             endpoint with a ticket ({delivered}); \
              printed {} identical bytes; server: {state}",
             job.file_name,
             document.len(),

@@ -72,7 +72,7 @@ async fn desktop_and_phone_commands() {
     assert!(lines.iter().any(|l| l.starts_with("queued memo.txt as job ")), "{lines:?}");
 
     // `roger-sim phone jobs` lists the desktop job beside the fixture's drive job.
-    let out = execute(phone_args(&s, PhoneAction::Jobs)).await.expect("phone jobs");
+    let out = execute(phone_args(&s, PhoneAction::Jobs { wait: 0, file: None })).await.expect("phone jobs");
     assert_eq!(out[0], format!("signed in as alice at {}", s.api));
     assert_eq!(out[1], "2 queued job(s)", "{out:?}");
     assert!(out.iter().any(|l| l.contains("memo.txt") && l.contains(&format!("{:?}", JobSource::Desktop))), "{out:?}");

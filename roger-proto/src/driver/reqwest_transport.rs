@@ -11,6 +11,16 @@ use http::{Request, Response};
 
 use super::{HttpTransport, TransportError, TransportErrorKind};
 
+/// How long an idle keep-alive connection stays in the pool for reuse.
+///
+/// Below 30 s on purpose: with a healthy push connection an MFP polls a code only every 30 s (PROTOCOL.md §8), and
+/// servers commonly close connections idle for 30 s (roger-sim's server does: hyper's header-read timeout covers
+/// the wait for the next request on a kept-alive connection). Reusing a connection at the very moment its server
+/// closes it loses the request to a reset (the asynchronous close of RFC 9112 §9.3.1), which a poller must treat
+/// as a connection failure and back off from (PROTOCOL.md §12): the next poll, even one rung in by a doorbell,
+/// then waits twice the interval. A connection idle this long is dropped instead and the request opens a fresh one.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Installs `ring` as the process-wide rustls provider (one provider for the whole workspace). Idempotent:
 /// a second call, or a provider installed by someone else, is fine.
 pub fn install_crypto_provider() {
@@ -58,7 +68,7 @@ impl ReqwestTransport {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?;
         Ok(Self { client })

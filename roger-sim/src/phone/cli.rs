@@ -3,6 +3,7 @@
 //! ```text
 //! roger-sim phone --discovery URL --tenant acme --user alice --password alice-pass approve --png panel.png
 //! roger-sim phone --discovery URL --user alice jobs                        # password from ROGER_PASSWORD
+//! roger-sim phone --discovery URL --user alice jobs --wait 300 --file report.pdf   # until it is queued (push)
 //! roger-sim phone --discovery URL --user alice release JOB --device DEV
 //! roger-sim phone --discovery URL --user admin approve --qr 'https://…/device?user_code=…' --expect registration
 //! ```
@@ -10,15 +11,18 @@
 //! Each run signs in afresh (PROTOCOL.md §4), does one thing, prints one readable line per fact on stdout and exits
 //! `0`, or prints the refusal (with the server's status and problem type or OAuth error) on stderr and exits `1`.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
-use roger_proto::api::CodeKind;
+use roger_proto::api::{CodeKind, Job};
 use roger_proto::secret::{Password, UserCode};
 
-use super::app::ServerArgs;
-use super::{Phone, PhoneError};
+use super::app::{ClientConfig, ServerArgs};
+use super::{Phone, PhoneError, PushSource};
+use crate::amqp::{BrokerPool, ConsumerOptions};
 
 /// The environment variable read for the password when `--password` is absent (keeps it out of `ps`).
 pub const PASSWORD_ENV: &str = "ROGER_PASSWORD";
@@ -86,8 +90,18 @@ pub enum PhoneAction {
         #[arg(long, value_enum)]
         expect: Option<ExpectKind>,
     },
-    /// List the user's queued jobs (PROTOCOL.md §9).
-    Jobs,
+    /// List the user's queued jobs (PROTOCOL.md §9). With `--wait`, first wait until a job named `--file` (or any
+    /// job not queued when the command started) is queued: by push from the region's broker when it names one
+    /// (the installation's own queue, re-reading the list on each doorbell and after every reconnect, PROTOCOL.md
+    /// §11), else by re-reading the list every 5 s.
+    Jobs {
+        /// Seconds to wait for the job (0: list at once).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// With `--wait`: the file name of the job to wait for.
+        #[arg(long, requires = "wait")]
+        file: Option<String>,
+    },
     /// Release a job to a printer the user has a session at (PROTOCOL.md §9, docs/protocol.md C4).
     Release {
         /// The job id.
@@ -159,6 +173,45 @@ pub enum PhoneCliError {
     Output(String),
 }
 
+/// `jobs --wait`: waits for a job named `file` (or any job not queued now) to be queued, by push when the region
+/// names a broker (PROTOCOL.md §11), else by re-reading every [`FALLBACK_POLL`](super::push::FALLBACK_POLL).
+async fn wait_for_job(
+    phone: &mut Phone,
+    config: &ClientConfig,
+    wait: Duration,
+    file: Option<&str>,
+    out: &mut Vec<String>,
+) -> Result<Vec<Job>, PhoneCliError> {
+    let before: HashSet<String> = phone.jobs().await?.into_iter().map(|j| j.id).collect();
+    let pool = if phone.app().region().amqp.is_some() {
+        let ca_pem = config.ca_pem.as_deref().and_then(|c| String::from_utf8(c.to_vec()).ok());
+        let pool = BrokerPool::new(ConsumerOptions::new(config.policy(), ca_pem, "roger-phone"), 1);
+        // An installation id made for this run (docs/protocol.md §3.16; one queue per installation).
+        let installation = format!("phone-{:08x}", rand::random::<u32>());
+        phone.attach_push(PushSource::Broker(pool.clone()), &installation)?;
+        Some(pool)
+    } else {
+        None
+    };
+    let result = phone
+        .wait_for_jobs(wait, |jobs| match file {
+            Some(name) => jobs.iter().any(|j| j.file_name == name),
+            None => jobs.iter().any(|j| !before.contains(&j.id)),
+        })
+        .await;
+    match phone.detach_push() {
+        Some(stats) => out.push(format!(
+            "push: {} doorbell(s), {} connect(s), {} re-read(s) of the job list",
+            stats.doorbells, stats.connects, stats.rereads
+        )),
+        None => out.push("push: the region names no broker; re-read the job list every 5 s".into()),
+    }
+    if let Some(pool) = pool {
+        pool.close().await;
+    }
+    Ok(result?)
+}
+
 fn read(path: &PathBuf) -> Result<Vec<u8>, PhoneCliError> {
     std::fs::read(path).map_err(|source| PhoneCliError::Read { path: path.clone(), source })
 }
@@ -194,8 +247,12 @@ pub async fn execute(args: PhoneArgs) -> Result<Vec<String>, PhoneCliError> {
                 out.push("approved".into());
             }
         }
-        PhoneAction::Jobs => {
-            let jobs = phone.jobs().await?;
+        PhoneAction::Jobs { wait, file } => {
+            let jobs = if wait > 0 {
+                wait_for_job(&mut phone, &config, Duration::from_secs(wait), file.as_deref(), &mut out).await?
+            } else {
+                phone.jobs().await?
+            };
             out.push(format!("{} queued job(s)", jobs.len()));
             for j in jobs {
                 out.push(format!("{}  {:?}  {} page(s)  {}", j.id, j.source, j.pages, j.file_name));
@@ -278,5 +335,23 @@ mod tests {
             "y",
         ]);
         assert!(both.is_err(), "one code source at a time");
+        let w = Wrapper::try_parse_from([
+            "phone",
+            "--discovery",
+            "d",
+            "--user",
+            "a",
+            "jobs",
+            "--wait",
+            "30",
+            "--file",
+            "r.pdf",
+        ])
+        .expect("jobs --wait --file");
+        assert!(matches!(w.args.action, PhoneAction::Jobs { wait: 30, file: Some(ref f) } if f == "r.pdf"));
+        let w = Wrapper::try_parse_from(["phone", "--discovery", "d", "--user", "a", "jobs"]).expect("jobs");
+        assert!(matches!(w.args.action, PhoneAction::Jobs { wait: 0, file: None }));
+        let orphan = Wrapper::try_parse_from(["phone", "--discovery", "d", "--user", "a", "jobs", "--file", "r.pdf"]);
+        assert!(orphan.is_err(), "--file needs --wait");
     }
 }

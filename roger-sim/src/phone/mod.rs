@@ -12,17 +12,24 @@
 //!   its session at a printer (§8 "End"); exports its user's data (R-DATA-2);
 //! * as a tenant admin approves printer registrations (§5) and removes printers (R-TOK-4).
 //!
+//! * receives its user's doorbells (PROTOCOL.md §11) on its installation's own queue, from the region's broker or
+//!   the in-process bus, and re-reads its job list over HTTPS on each one and after every (re)connect
+//!   ([`push`], [`Phone::wait_for_jobs`]).
+//!
 //! [`app`] holds the `roger.app` layer it shares with the simulated desktop ([`crate::desktop`]); [`cli`] the
 //! `roger-sim phone` command.
 
 pub mod app;
 pub mod cli;
 pub mod login;
+pub mod push;
 pub mod scan;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use roger_proto::api::{self, CodeKind, CodeLookup, Job, JobList, MeExport, ReleaseRequest, SessionEnd, SubmitJob};
+use roger_proto::api::{
+    self, CodeKind, CodeLookup, Job, JobList, MeExport, PushCredentials, ReleaseRequest, SessionEnd, SubmitJob,
+};
 use roger_proto::authorize::{self, AuthorizationRequest, LoginForm, RedirectError, MOBILE_REDIRECT_URI};
 use roger_proto::qr::{self, QrError};
 use roger_proto::secret::{CsrfToken, Password, UserCode};
@@ -33,6 +40,7 @@ use roger_proto::{pkce, user_code};
 pub use app::{AppClient, AppError, ClientConfig};
 pub use cli::{run, PhoneArgs};
 pub use login::LoginError;
+pub use push::{PushSource, PushStats};
 pub use scan::ScanError;
 
 /// What the phone refused or the server answered.
@@ -69,6 +77,20 @@ pub enum PhoneError {
         expected: CodeKind,
         /// What the server says the code is.
         found: CodeKind,
+    },
+    /// The push receiver could not be set up (PROTOCOL.md §11).
+    #[error("push: {0}")]
+    Push(#[from] push::PushError),
+    /// [`Phone::wait_for_jobs`]: the job list did not become what was waited for in time.
+    #[error(
+        "the job list did not change as expected within {} s ({jobs} queued job(s) at the last look)",
+        .waited.as_secs_f64()
+    )]
+    WaitTimeout {
+        /// How long the phone waited.
+        waited: Duration,
+        /// How many jobs the last re-read found.
+        jobs: usize,
     },
 }
 
@@ -127,13 +149,15 @@ impl CodeReview {
 #[derive(Debug)]
 pub struct Phone {
     app: AppClient,
+    /// The push receiver, once attached ([`Phone::attach_push`]).
+    push: Option<push::PushReceiver>,
 }
 
 impl Phone {
     /// Discovers the region and checks its metadata (PROTOCOL.md §2; R-DISC-1, R-DISC-2, R-META-1). The phone
     /// also refuses a server without PKCE S256 only at sign-in, where the form would fail.
     pub async fn connect(config: &ClientConfig) -> Result<Self, PhoneError> {
-        Ok(Self { app: AppClient::connect(config, client_id::MOBILE).await? })
+        Ok(Self { app: AppClient::connect(config, client_id::MOBILE).await?, push: None })
     }
 
     /// The shared app layer (API origin, user, raw calls).
@@ -325,6 +349,214 @@ impl Phone {
     /// `GET /api/v1/me/export` (R-DATA-2): everything the server keeps about the user.
     pub async fn export(&mut self) -> Result<MeExport, PhoneError> {
         Ok(self.app.call("export", api::export_me).await?)
+    }
+
+    // -----------------------------------------------------------------------------------------------------------
+    // Push (PROTOCOL.md §11)
+
+    /// `GET /api/v1/me/push?installation_id=…` (docs/protocol.md §3.16, §4.2): short-lived broker credentials for
+    /// this installation's own queue `roger.app.<installation_id>`, bound to the signed-in user's messages. A
+    /// region without a broker answers `404 push-unavailable`.
+    pub async fn push_credentials(&mut self, installation_id: &str) -> Result<PushCredentials, PhoneError> {
+        let installation = installation_id.to_owned();
+        Ok(self.app.call("push credentials", |a, t| api::get_app_push(a, t, &installation)).await?)
+    }
+
+    /// Attaches the push receiver for installation `installation_id` (an id the app makes once and keeps,
+    /// docs/protocol.md §3.16) on `source`; it subscribes the next time the phone waits for events
+    /// ([`wait_for_jobs`](Self::wait_for_jobs)). Replaces a receiver attached before (its subscription ends).
+    pub fn attach_push(&mut self, source: PushSource, installation_id: &str) -> Result<(), PhoneError> {
+        self.push = Some(push::PushReceiver::new(source, installation_id)?);
+        Ok(())
+    }
+
+    /// Detaches the push receiver: its subscription ends (a broker puts back what was not acknowledged). Returns
+    /// what it did.
+    pub fn detach_push(&mut self) -> Option<PushStats> {
+        self.push.take().map(|p| p.stats)
+    }
+
+    /// What the push receiver did so far (`None` without one).
+    pub fn push_stats(&self) -> Option<PushStats> {
+        self.push.as_ref().map(|p| p.stats)
+    }
+
+    /// Whether the push receiver consumes its queue right now.
+    pub fn push_connected(&self) -> bool {
+        self.push.as_ref().is_some_and(|p| p.subscription.is_some())
+    }
+
+    /// The last reason the receiver could not subscribe, while it cannot (for diagnostics).
+    pub fn push_last_error(&self) -> Option<&str> {
+        self.push.as_ref().and_then(|p| p.last_error.as_deref())
+    }
+
+    /// Waits up to `timeout` until the user's queued jobs satisfy `done`, and returns them: the phone waiting for
+    /// events (PROTOCOL.md §11, R-PUSH-1). With a push receiver attached it (re)subscribes its queue, re-reads the
+    /// job list after every (re)connect and on each doorbell of its user (`job.queued`, `job.release_requested`,
+    /// `session.ended`), acknowledging each delivery after the re-read, and reconnects after a jittered
+    /// exponential back-off when the subscription ends; while it has no subscription, or without a receiver, it
+    /// re-reads every [`push::FALLBACK_POLL`]. A re-read that fails for a transient reason (no answer, `5xx`,
+    /// `429`) is tried again at the next doorbell or fallback poll; any other refusal ends the wait with it.
+    pub async fn wait_for_jobs(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[Job]) -> bool,
+    ) -> Result<Vec<Job>, PhoneError> {
+        let mut receiver = self.push.take();
+        let result = self.wait_with(&mut receiver, timeout, done).await;
+        self.push = receiver;
+        result
+    }
+
+    async fn wait_with(
+        &mut self,
+        receiver: &mut Option<push::PushReceiver>,
+        timeout: Duration,
+        done: impl Fn(&[Job]) -> bool,
+    ) -> Result<Vec<Job>, PhoneError> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
+        let user_id = self.user().map(|u| u.id.clone());
+        let mut seen = 0usize;
+        // Without a receiver: when the list was last read (`None`: read at once). A receiver keeps its own, so its
+        // fallback polling keeps its cadence from one wait to the next.
+        let mut last_read: Option<tokio::time::Instant> = None;
+        loop {
+            let now = tokio::time::Instant::now();
+            let mut read_now = false;
+            if let Some(r) = receiver.as_mut().filter(|r| r.attempt_due(now)) {
+                match self.subscribe(r).await {
+                    Ok(subscription) => {
+                        r.connected(subscription);
+                        // R-PUSH-1: after every (re)connect the receiver re-reads its state.
+                        read_now = true;
+                    }
+                    Err(e) => r.failed(tokio::time::Instant::now(), &e),
+                }
+            }
+            let subscribed = receiver.as_ref().is_some_and(|r| r.subscription.is_some());
+            let read_at = receiver.as_ref().map_or(last_read, |r| r.last_read);
+            let fallback_due = read_at.is_none_or(|t| now.duration_since(t) >= push::FALLBACK_POLL);
+            if read_now || (!subscribed && fallback_due) {
+                if let Some(jobs) = self.reread(receiver, &mut last_read).await? {
+                    if done(&jobs) {
+                        return Ok(jobs);
+                    }
+                    seen = jobs.len();
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PhoneError::WaitTimeout { waited: started.elapsed(), jobs: seen });
+            }
+            match receiver.as_mut().and_then(|r| r.subscription.as_mut()) {
+                Some(subscription) => match tokio::time::timeout_at(deadline, subscription.next_delivery()).await {
+                    Err(_) => continue,
+                    Ok(None) => {
+                        if let Some(r) = receiver.as_mut() {
+                            r.ended(tokio::time::Instant::now());
+                        }
+                    }
+                    Ok(Some(delivery)) => {
+                        let act = push::action(&delivery.envelope, user_id.as_deref().unwrap_or_default());
+                        let mut outcome = None;
+                        match act {
+                            push::Action::RereadJobs => {
+                                if let Some(r) = receiver.as_mut() {
+                                    r.stats.doorbells += 1;
+                                }
+                                outcome = self.reread(receiver, &mut last_read).await?;
+                            }
+                            push::Action::Ignore(why) => {
+                                tracing::debug!("phone push: ignored {} ({why})", delivery.envelope.event_type());
+                                if let Some(r) = receiver.as_mut() {
+                                    r.stats.ignored += 1;
+                                }
+                            }
+                        }
+                        // Acknowledged once acted on: a phone that dies first gets the message again.
+                        if let Err(e) = delivery.ack().await {
+                            tracing::debug!("phone push: acknowledgement failed ({e}); the broker redelivers");
+                        }
+                        if let Some(jobs) = outcome {
+                            if done(&jobs) {
+                                return Ok(jobs);
+                            }
+                            seen = jobs.len();
+                        }
+                    }
+                },
+                None => {
+                    let mut wake = deadline;
+                    if let Some(at) = receiver.as_ref().and_then(|r| r.next_attempt()) {
+                        wake = wake.min(at);
+                    }
+                    if let Some(t) = receiver.as_ref().map_or(last_read, |r| r.last_read) {
+                        wake = wake.min(t + push::FALLBACK_POLL);
+                    }
+                    tokio::time::sleep_until(wake).await;
+                }
+            }
+        }
+    }
+
+    /// One re-read of the job list, noted as the receiver's (or, without one, in `last_read`); `Ok(None)` when it
+    /// failed for a transient reason (tried again at the next doorbell or fallback poll).
+    async fn reread(
+        &mut self,
+        receiver: &mut Option<push::PushReceiver>,
+        last_read: &mut Option<tokio::time::Instant>,
+    ) -> Result<Option<Vec<Job>>, PhoneError> {
+        let read = self.jobs().await;
+        let at = Some(tokio::time::Instant::now());
+        match receiver.as_mut() {
+            Some(r) => {
+                r.stats.rereads += 1;
+                r.last_read = at;
+            }
+            None => *last_read = at,
+        }
+        match read {
+            Ok(jobs) => Ok(Some(jobs)),
+            Err(e) if is_transient(&e) => {
+                tracing::debug!("phone: re-reading the job list failed ({e}); trying again later");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Subscribes the receiver's queue: on the broker with the credentials of `GET /api/v1/me/push` (checked to
+    /// name this installation's queue), or on the in-process bus directly.
+    async fn subscribe(&mut self, receiver: &push::PushReceiver) -> Result<crate::bus::Subscription, push::PushError> {
+        let installation = receiver.installation.clone();
+        match &receiver.source {
+            PushSource::Broker(pool) => {
+                let creds = match self.push_credentials(installation.as_str()).await {
+                    Ok(c) => c,
+                    Err(e) if e.problem_name() == Some("push-unavailable") => return Err(push::PushError::Unavailable),
+                    Err(e) => return Err(push::PushError::Credentials(e.to_string())),
+                };
+                if !creds.queue.ends_with(&roger_proto::push::app_queue(&installation)) {
+                    return Err(push::PushError::WrongQueue);
+                }
+                Ok(pool.consume(&creds).await?)
+            }
+            PushSource::Bus(bus) => {
+                let user = self.user().ok_or(push::PushError::NotSignedIn)?;
+                let user_id = roger_proto::push::Id::new(user.id.clone()).map_err(|_| push::PushError::NotSignedIn)?;
+                let queue = crate::bus::QueueSpec::App { user_id, installation_id: installation };
+                Ok(bus.subscribe(queue).await?)
+            }
+        }
+    }
+}
+
+/// Whether a failed call may succeed when simply tried again later (PROTOCOL.md §12: no answer, `5xx`, `429`).
+fn is_transient(e: &PhoneError) -> bool {
+    match e {
+        PhoneError::App(AppError::Transport { .. }) => true,
+        other => other.status().is_some_and(|s| s >= 500 || s == 429),
     }
 }
 
