@@ -5,6 +5,7 @@
 //! * [`baseline`]: plain structs with the same members as the roger-proto types, for bare `serde_json`;
 //! * [`core_setup`]: admin login and printer registration straight through the server core's public API (the
 //!   server benchmark's pre-registered printers, the memory test's 100,000 registrations);
+//! * [`alloc_count`]: the counting global allocator of the allocation and memory tests;
 //! * [`report`]: reads criterion's estimates and prints `name | ours ns | baseline ns | ratio` (time ratio, lower is
 //!   better: the parse benchmarks);
 //! * [`report_throughput`]: the same estimates as elements per second, `name | ours /s | baseline /s | ratio`
@@ -20,6 +21,8 @@ pub const TARGET_RATIO: f64 = 1.3;
 /// The ratio the server benchmarks aim for: our token endpoint serves at least 60% of the requests per second an
 /// axum hello-world serves on the same stack, client and concurrency.
 pub const SERVER_TARGET_RATIO: f64 = 0.6;
+
+pub mod alloc_count;
 
 /// Realistic bodies, as a Roger server sends them.
 pub mod fixtures {

@@ -10,10 +10,7 @@
 //!
 //! `cargo test --release -p roger-benches --test server_allocs -- --nocapture` prints the table.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -22,54 +19,13 @@ use axum::Router;
 use http::header::CONTENT_TYPE;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use roger_benches::alloc_count::{self, counted, set_counting, CountingAllocator};
 use roger_benches::core_setup::{app_principal, drain, register_printer, registration_code, MFP};
 use roger_proto::device_authorization::DeviceAuthorizationRequest;
 use roger_proto::metadata::GRANT_DEVICE_CODE;
 use roger_sim::server::run::router;
 use roger_sim::server::{start, ServerConfig};
 use tower::ServiceExt;
-
-/// `System`, counting allocations made by a thread that has switched counting on.
-struct CountingAllocator;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note_allocation() {
-    // `try_with`: a thread being torn down has no thread-locals left and is not measuring.
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the counter only observes.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -95,13 +51,13 @@ where
     S: tower::Service<Request<Body>, Response = axum::response::Response, Error = Infallible> + Clone,
 {
     let req = form_request(path, body);
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    COUNTING.with(|c| c.set(count));
+    let before = alloc_count::Counts::now();
+    set_counting(count);
     let Ok(resp) = service.clone().oneshot(req).await;
     let status = resp.status();
     let bytes = resp.into_body().collect().await.expect("the body").to_bytes();
-    COUNTING.with(|c| c.set(false));
-    (ALLOCATIONS.load(Ordering::Relaxed) - before, status, bytes)
+    set_counting(false);
+    ((alloc_count::Counts::now() - before).allocations.unsigned_abs(), status, bytes)
 }
 
 fn json_string(body: &[u8], name: &str) -> String {
@@ -192,11 +148,8 @@ async fn measure() -> Counts {
 #[test]
 fn token_endpoint_allocations_per_request() {
     // The counter works: a Vec allocates.
-    COUNTING.with(|c| c.set(true));
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let v = Vec::<u8>::with_capacity(16);
-    COUNTING.with(|c| c.set(false));
-    assert!(ALLOCATIONS.load(Ordering::Relaxed) > before, "the counting allocator counts");
+    let (counts, v) = counted(|| Vec::<u8>::with_capacity(16));
+    assert!(counts.allocations >= 1, "the counting allocator counts");
     drop(v);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

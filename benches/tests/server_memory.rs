@@ -11,12 +11,11 @@
 //! for; the "glibc estimate" rounds each block as glibc's malloc does (8-byte header, 16-byte granules, 32-byte
 //! minimum), closer to what the process's resident size pays.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::mem::size_of;
 
 use rand::SeedableRng;
+use roger_benches::alloc_count::{set_counting, CountingAllocator, Counts};
 use roger_benches::core_setup::{app_principal, drain, register_printer, registration_code, MFP};
 use roger_proto::device_authorization::DeviceAuthorizationRequest;
 use roger_proto::server::mint::{Minter, SecretHash};
@@ -40,96 +39,15 @@ const CODE_TARGET: f64 = 512.0;
 // Counting allocator
 // ---------------------------------------------------------------------------------------------------------------
 
-/// `System`, keeping per-thread net counts for a thread that has switched counting on.
-struct CountingAllocator;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    /// Net requested bytes.
-    static BYTES: Cell<isize> = const { Cell::new(0) };
-    /// Net bytes rounded as glibc's malloc rounds chunks.
-    static CHUNK_BYTES: Cell<isize> = const { Cell::new(0) };
-    /// Net live blocks.
-    static BLOCKS: Cell<isize> = const { Cell::new(0) };
-}
-
-/// glibc malloc's chunk for a request of `size` bytes (64-bit): size + 8-byte header, rounded up to 16, at least 32.
-fn chunk(size: usize) -> isize {
-    (size.saturating_add(8).div_ceil(16) * 16).max(32) as isize
-}
-
-fn note(bytes: isize, chunk_bytes: isize, blocks: isize) {
-    // `try_with`: a thread being torn down has no thread-locals left and is not measuring.
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        BYTES.with(|c| c.set(c.get() + bytes));
-        CHUNK_BYTES.with(|c| c.set(c.get() + chunk_bytes));
-        BLOCKS.with(|c| c.set(c.get() + blocks));
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; the counters only observe.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size() as isize, chunk(layout.size()), 1);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size() as isize, chunk(layout.size()), 1);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size as isize - layout.size() as isize, chunk(new_size) - chunk(layout.size()), 0);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note(-(layout.size() as isize), -chunk(layout.size()), -1);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
 
 /// Net live heap of this thread since counting was switched on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Live {
-    bytes: isize,
-    chunk_bytes: isize,
-    blocks: isize,
-}
-
-impl std::ops::Sub for Live {
-    type Output = Live;
-    fn sub(self, o: Live) -> Live {
-        Live {
-            bytes: self.bytes - o.bytes,
-            chunk_bytes: self.chunk_bytes - o.chunk_bytes,
-            blocks: self.blocks - o.blocks,
-        }
-    }
-}
-
-impl Live {
-    fn now() -> Self {
-        Live { bytes: BYTES.with(Cell::get), chunk_bytes: CHUNK_BYTES.with(Cell::get), blocks: BLOCKS.with(Cell::get) }
-    }
-
-    fn per(self, n: usize) -> (f64, f64, f64) {
-        let n = n as f64;
-        (self.bytes as f64 / n, self.chunk_bytes as f64 / n, self.blocks as f64 / n)
-    }
-}
+type Live = Counts;
 
 /// Switches counting on for this thread (for the rest of the test).
 fn start_counting() {
-    COUNTING.with(|c| c.set(true));
+    set_counting(true);
 }
 
 /// The live bytes a value built by `f` holds (built, measured, dropped).

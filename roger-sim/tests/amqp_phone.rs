@@ -89,3 +89,37 @@ async fn the_phone_consumes_its_queue_on_the_broker() {
     pool.close().await;
     clean_up(s).await;
 }
+
+/// PROTOCOL.md §11: the broker credentials are short-lived, so a receiver ends its subscription before they expire
+/// and subscribes again with fresh ones (re-reading its state, as after any reconnect); doorbells keep arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_renews_its_broker_credentials() {
+    let Some(url) = broker_url() else { return };
+    // Credentials good for 8 s: renewed after roger_sim::amqp::MIN_RENEWAL (5 s), the floor.
+    let config = roger_sim::amqp::AmqpConfig {
+        credentials_ttl: Duration::from_secs(8),
+        ..test_config(&url, &unique_prefix("renew"))
+    };
+    let s = server(config, 1).await;
+    let mut phone = Phone::connect(&ClientConfig::loopback(&s.server.info.discovery)).await.expect("phone");
+    phone.login("acme", "alice", Password::new("alice-pass")).await.expect("signed in");
+    let desktop = s.app_login("alice", "alice-pass").await.access_token;
+    let pool = BrokerPool::new(ConsumerOptions::new(TransportPolicy::AllowLoopbackPlain, None, "roger-phone"), 1);
+    phone.attach_push(PushSource::Broker(pool.clone()), INSTALLATION).expect("receiver");
+
+    // Nothing happens for longer than the credentials' renewal time: the waiting phone renews on its own.
+    let quiet = phone.wait_for_jobs(Duration::from_secs(7), |_| false).await;
+    assert!(matches!(quiet, Err(roger_sim::phone::PhoneError::WaitTimeout { .. })), "{quiet:?}");
+    let stats = phone.push_stats().expect("stats");
+    assert_eq!((stats.connects, stats.ended), (2, 1), "one renewal: {stats:?}");
+    assert!(stats.rereads >= 2, "a re-read after each (re)connect: {stats:?}");
+
+    // The renewed subscription carries doorbells.
+    let job = queue_desktop_job(&s, &desktop, "after-renewal.pdf").await;
+    phone.wait_for_jobs(Duration::from_secs(4), |jobs| has(jobs, &job)).await.expect("seen by push");
+    assert_eq!(phone.push_stats().expect("stats").doorbells, 1);
+
+    phone.detach_push();
+    pool.close().await;
+    clean_up(s).await;
+}

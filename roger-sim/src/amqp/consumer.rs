@@ -9,8 +9,9 @@
 //! one that fails is rejected without requeueing and its content is never logged. Deliveries are acknowledged
 //! manually by the receiver ([`Delivery::ack`]): a receiver that dies (or loses its connection) before it
 //! acknowledges gets the message again, a harmless duplicate. The subscription ends when the connection or the
-//! channel ends, or the queue is deleted; the receiver then reconnects after a [`Backoff`](super::Backoff) wait
-//! and re-reads its state over HTTPS.
+//! channel ends, or the queue is deleted, and also shortly before the credentials' `expires_at`
+//! ([`renew_after`]): the credentials are short-lived (PROTOCOL.md §11), so the receiver then reconnects after a
+//! [`Backoff`](super::Backoff) wait with fresh ones and re-reads its state over HTTPS, as after any reconnect.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,6 +35,23 @@ use crate::bus::{Acknowledge, BusError, Delivery, Subscription};
 /// Deliveries a receiver may hold unacknowledged (AMQP `basic.qos` prefetch): doorbells are tiny and handled one
 /// by one, so a small window suffices.
 pub const DEFAULT_PREFETCH: u16 = 16;
+
+/// How long before the credentials' `expires_at` a subscription ends for renewal (see [`renew_after`]).
+pub const RENEW_MARGIN: Duration = Duration::from_secs(60);
+/// The shortest a subscription lives before it is renewed, however soon its credentials expire: a server whose
+/// clock runs behind the receiver's, or that hands out credentials already expired, costs a reconnect and a
+/// re-read this often, not a busy loop.
+pub const MIN_RENEWAL: Duration = Duration::from_secs(5);
+
+/// When a subscription made at `now` with credentials valid until `expires_at` ends so that the receiver fetches
+/// fresh ones (PROTOCOL.md §11: short-lived broker credentials): [`RENEW_MARGIN`] before `expires_at`, or halfway
+/// there when less than twice the margin is left, and never sooner than [`MIN_RENEWAL`]. The two times come from
+/// different clocks (the server's and the receiver's), which is why the floor exists.
+pub fn renew_after(expires_at: time::OffsetDateTime, now: time::OffsetDateTime) -> Duration {
+    let left = Duration::try_from(expires_at - now).unwrap_or(Duration::ZERO);
+    let wait = if left > RENEW_MARGIN * 2 { left - RENEW_MARGIN } else { left / 2 };
+    wait.max(MIN_RENEWAL)
+}
 
 /// How a receiver reaches the broker, besides what the credentials say.
 #[derive(Clone)]
@@ -173,7 +191,8 @@ impl BrokerPool {
     }
 
     /// Consumes the queue the credentials name (PROTOCOL.md §11) on a channel of a pooled connection, with manual
-    /// acknowledgements. The [`Subscription`] ends when the connection, the channel or the consumer ends.
+    /// acknowledgements. The [`Subscription`] ends when the connection, the channel or the consumer ends, and
+    /// [`renew_after`] the credentials' `expires_at`, so that the receiver reconnects with fresh credentials.
     pub async fn consume(&self, creds: &PushCredentials) -> Result<Subscription, ConsumerError> {
         check_transport(&creds.url, self.options.policy)?;
         if creds.queue.is_empty() || creds.queue.len() > roger_proto::push::MAX_ROUTING_KEY_LEN {
@@ -191,7 +210,8 @@ impl BrokerPool {
             }
         };
         let (tx, rx) = mpsc::channel(usize::from(self.options.prefetch.max(1)));
-        tokio::spawn(forward(pooled, channel, consumer, tx));
+        let renew_at = tokio::time::Instant::now() + renew_after(creds.expires_at, time::OffsetDateTime::now_utc());
+        tokio::spawn(forward(pooled, channel, consumer, tx, renew_at));
         Ok(Subscription::from_deliveries(rx))
     }
 
@@ -266,17 +286,39 @@ async fn to_delivery(d: lapin::message::Delivery, queue_hint: &str) -> Option<De
 
 /// Forwards deliveries until the consumer ends or the subscription is dropped, then closes the channel (what is
 /// unacknowledged goes back to the queue) and frees the connection's slot.
-async fn forward(pooled: Arc<Pooled>, channel: Channel, consumer: lapin::Consumer, tx: mpsc::Sender<Delivery>) {
-    forward_loop(channel, consumer, tx).await;
+async fn forward(
+    pooled: Arc<Pooled>,
+    channel: Channel,
+    consumer: lapin::Consumer,
+    tx: mpsc::Sender<Delivery>,
+    renew_at: tokio::time::Instant,
+) {
+    forward_loop(channel, consumer, tx, Some(renew_at)).await;
     pooled.channels.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// The forwarding loop shared by pooled receivers and [`consume_on`].
-async fn forward_loop(channel: Channel, mut consumer: lapin::Consumer, tx: mpsc::Sender<Delivery>) {
+/// The forwarding loop shared by pooled receivers and [`consume_on`]; it also ends at `renew_at`, if given.
+async fn forward_loop(
+    channel: Channel,
+    mut consumer: lapin::Consumer,
+    tx: mpsc::Sender<Delivery>,
+    renew_at: Option<tokio::time::Instant>,
+) {
     let queue = consumer.queue().to_string();
+    let renewal = async {
+        match renew_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(renewal);
     loop {
         tokio::select! {
             () = tx.closed() => break,
+            () = &mut renewal => {
+                tracing::debug!(queue = %queue, "push credentials expire soon: ending the subscription for fresh ones");
+                break;
+            }
             next = consumer.next() => match next {
                 Some(Ok(d)) => {
                     if let Some(delivery) = to_delivery(d, &queue).await {
@@ -306,6 +348,25 @@ pub(crate) async fn consume_on(conn: &Connection, queue: &str, prefetch: u16) ->
     let consumer =
         channel.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
     let (tx, rx) = mpsc::channel(usize::from(prefetch.max(1)));
-    tokio::spawn(forward_loop(channel, consumer, tx));
+    tokio::spawn(forward_loop(channel, consumer, tx, None));
     Ok(Subscription::from_deliveries(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::OffsetDateTime;
+
+    /// Renewal: a margin before `expires_at`, halfway when little is left, never sooner than the floor.
+    #[test]
+    fn renewal_comes_before_the_credentials_expire() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let at = |secs: i64| now + time::Duration::seconds(secs);
+        assert_eq!(renew_after(at(3600), now), Duration::from_secs(3540), "an hour: a minute before");
+        assert_eq!(renew_after(at(121), now), Duration::from_secs(61));
+        assert_eq!(renew_after(at(120), now), Duration::from_secs(60), "two margins or less: halfway");
+        assert_eq!(renew_after(at(30), now), Duration::from_secs(15));
+        assert_eq!(renew_after(at(8), now), MIN_RENEWAL, "the floor");
+        assert_eq!(renew_after(at(-600), now), MIN_RENEWAL, "already expired (clock skew): the floor, no busy loop");
+    }
 }

@@ -24,7 +24,9 @@ mod consumer;
 
 pub use backoff::Backoff;
 pub use bus::{AmqpBus, AmqpConfig, AmqpStats, QueueLimits};
-pub use consumer::{BrokerPool, ConsumerError, ConsumerOptions, DEFAULT_PREFETCH};
+pub use consumer::{
+    renew_after, BrokerPool, ConsumerError, ConsumerOptions, DEFAULT_PREFETCH, MIN_RENEWAL, RENEW_MARGIN,
+};
 
 use std::time::Duration;
 
