@@ -302,7 +302,7 @@ fn registered_printer_footprint() {
         size_of::<Name>(),
         size_of::<RefreshFamily>()
     );
-    print_row("access: BTreeMap<SecretHash, Box<AccessRecord>>", access_table, N);
+    print_row("access: SecretHashMap<Box<AccessRecord>>", access_table, N);
     println!(
         "    inline SecretHash {} + AccessRecord {} B; heap strings {access_strings} B (ids inline)",
         size_of::<SecretHash>(),

@@ -19,7 +19,6 @@
 //! [`SqliteStore::commit`] blocks on `fsync`; call it from `tokio::task::spawn_blocking` or accept a short stall on
 //! the runtime thread (a commit is a few small rows).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -163,22 +162,23 @@ impl SqliteStore {
         Ok(state)
     }
 
-    fn load_table<K, V>(&self, table: Table) -> Result<BTreeMap<K, V>, StoreError>
+    fn load_table<K, V, M>(&self, table: Table) -> Result<M, StoreError>
     where
-        K: DeserializeOwned + Ord,
+        K: DeserializeOwned,
         V: DeserializeOwned,
+        M: Default + Extend<(K, V)>,
     {
         let name = table.name();
         let mut stmt = self.conn.prepare(&format!("SELECT key, value FROM {name} ORDER BY key"))?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = BTreeMap::new();
+        let mut out = M::default();
         for row in rows {
             let (key, value) = row?;
             let corrupt = |reason: String| StoreError::Corrupt { table: name, key: key.clone(), reason };
             let k: K = serde_json::from_value(serde_json::Value::String(key.clone()))
                 .map_err(|e| corrupt(format!("bad key: {e}")))?;
             let v: V = serde_json::from_str(&value).map_err(|e| corrupt(e.to_string()))?;
-            out.insert(k, v);
+            out.extend([(k, v)]);
         }
         Ok(out)
     }
@@ -351,10 +351,10 @@ impl Store {
 /// Every record of `state` as upserts, table by table (to write a whole state into a fresh store, e.g. after
 /// applying fixtures to a core that had no journal consumer).
 pub fn snapshot(state: &State) -> Result<Vec<Change>, StoreError> {
-    fn rows<K: AsKey, V: Serialize>(
+    fn rows<'a, K: AsKey + 'a, V: Serialize + 'a>(
         out: &mut Vec<Change>,
         table: Table,
-        map: &BTreeMap<K, V>,
+        map: impl IntoIterator<Item = (&'a K, &'a V)>,
     ) -> Result<(), StoreError> {
         for (k, v) in map {
             let value = serde_json::to_string(v)
@@ -442,7 +442,7 @@ mod tests {
             created: t0(),
             expires: t0() + time::Duration::days(7),
             released_to: None,
-            release_keys: BTreeMap::new(),
+            release_keys: std::collections::BTreeMap::new(),
         }
     }
 
