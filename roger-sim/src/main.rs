@@ -59,6 +59,10 @@ struct ServerArgs {
     /// Push through a real AMQP broker (PROTOCOL.md §11); the in-process bus without it.
     #[command(flatten)]
     amqp: roger_sim::amqp::AmqpArgs,
+    /// On SIGTERM or Ctrl-C, delete the exchange and every queue this server declared on the broker (test runs
+    /// sharing a broker, e.g. the conformance kit's self-test, leave nothing behind).
+    #[arg(long, requires = "amqp")]
+    amqp_delete_on_exit: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +145,16 @@ async fn run_server(args: ServerArgs) -> ExitCode {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+    if args.amqp_delete_on_exit {
+        if let Some(bus) = server.amqp.clone() {
+            match bus.delete_topology().await {
+                Ok(n) => {
+                    eprintln!("roger-sim server: deleted {n} queue(s) and the exchange {}", bus.names().exchange())
+                }
+                Err(e) => eprintln!("roger-sim server: could not delete the broker topology: {e}"),
+            }
+        }
     }
     server.stop().await;
     ExitCode::SUCCESS

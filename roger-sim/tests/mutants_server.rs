@@ -196,6 +196,25 @@ async fn no_lockout() {
     assert_eq!(right_pin_after_five_wrong(&bad).await, 200, "the mutant never locks");
 }
 
+/// PROTOCOL.md §8 step 2: while alice's QR session is open, bob's right PIN does not get step 2 at that printer.
+#[tokio::test]
+async fn no_step2_binding() {
+    async fn bobs_step2_in_alices_session(s: &TestServer) -> u16 {
+        let device = s.register_printer().await.access_token;
+        s.qr_session(&device, "alice", "alice-pass").await;
+        let grant = TokenRequest::Password {
+            username: "bob".into(),
+            password: Password::new("5678"),
+            scope: scope::STEP2.into(),
+            client_id: MFP.into(),
+        };
+        s.send(grant.to_http(&s.url("/oauth/token"), Some(&device)).unwrap()).await.status
+    }
+    let (good, bad) = pair(ServerMutant::NoStep2Binding).await;
+    assert_eq!(bobs_step2_in_alices_session(&good).await, 400, "invalid_grant: step 2 is for the session's user");
+    assert_eq!(bobs_step2_in_alices_session(&bad).await, 200, "the mutant grants step 2 to anyone with a PIN");
+}
+
 /// PROTOCOL.md §10: bad input gets a clear 4xx, never a 5xx (RFC 6749 §5.2 `invalid_request`, RFC 9457).
 #[tokio::test]
 async fn error_500_on_bad_input() {

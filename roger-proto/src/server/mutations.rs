@@ -44,6 +44,9 @@ pub enum Mutation {
     NoApprovalRateLimit,
     /// Failed logins never lock the user out (breaks R-PWD-2, RFC 6749 §4.3.2).
     NoLockout,
+    /// A step-2 password grant is granted to any user with a right PIN, not only to the user whose QR session is
+    /// open at that printer (breaks PROTOCOL.md §8 step 2).
+    NoStep2Binding,
 }
 
 impl Mutation {

@@ -646,6 +646,7 @@ impl ServerCore {
         );
         // Step 2 needs the step-1 session of this user at this printer (PROTOCOL.md §8).
         let session_ok = !step2
+            || self.mutations.has(Mutation::NoStep2Binding)
             || user.as_ref().is_some_and(|u| {
                 self.state.access.values().any(|a| {
                     a.expires > now

@@ -379,6 +379,24 @@ impl AmqpBus {
         }
     }
 
+    /// How many consumers a declared queue has, or `None` if the broker does not know it (the conformance kit
+    /// uses it to see that a printer under test consumes its device queue, R-PUSH-1).
+    pub async fn consumers(&self, spec: &QueueSpec) -> Option<u32> {
+        let link = self.link().await.ok()?;
+        let channel = link.conn.create_channel().await.ok()?;
+        let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let queue = self.inner.names.queue(spec);
+        let count = channel
+            .queue_declare(queue.as_str().into(), options, FieldTable::default())
+            .await
+            .ok()
+            .map(|q| q.consumer_count());
+        if channel.status().connected() {
+            let _ = channel.close(200, "OK".into()).await;
+        }
+        count
+    }
+
     /// How many messages wait in a declared queue, or `None` if the broker does not know it.
     pub async fn depth(&self, spec: &QueueSpec) -> Option<u32> {
         let link = self.link().await.ok()?;

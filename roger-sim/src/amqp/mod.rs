@@ -25,7 +25,8 @@ mod consumer;
 pub use backoff::Backoff;
 pub use bus::{AmqpBus, AmqpConfig, AmqpStats, QueueLimits};
 pub use consumer::{
-    renew_after, BrokerPool, ConsumerError, ConsumerOptions, DEFAULT_PREFETCH, MIN_RENEWAL, RENEW_MARGIN,
+    renew_after, BrokerPool, ConsumerError, ConsumerOptions, RawConsumer, RawMessage, DEFAULT_PREFETCH, MIN_RENEWAL,
+    RENEW_MARGIN,
 };
 
 use std::time::Duration;

@@ -78,11 +78,13 @@ pub enum Area {
     Tls,
     /// Answers a client must refuse or tolerate (PROTOCOL.md §7).
     BadInput,
+    /// The push channel: doorbells confirmed over HTTPS, a cut broker (PROTOCOL.md §11, R-PUSH-1).
+    Push,
 }
 
 impl Area {
     /// Every area, in catalogue order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Discovery,
         Self::DeviceGrant,
         Self::QrSession,
@@ -94,6 +96,7 @@ impl Area {
         Self::Data,
         Self::Tls,
         Self::BadInput,
+        Self::Push,
     ];
 
     /// The snake_case name (also the source file under `conform/cases/`).
@@ -110,6 +113,7 @@ impl Area {
             Self::Data => "data",
             Self::Tls => "tls",
             Self::BadInput => "bad_input",
+            Self::Push => "push",
         }
     }
 }
@@ -383,7 +387,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 /// The mutants of our own MFP (`roger-sim mfp --mutant NAME`), one per kind of real-world mistake; client-mode
 /// cases name the ones they catch in [`Case::aimed_at`].
-pub const MFP_MUTANTS: [&str; 16] = [
+pub const MFP_MUTANTS: [&str; 18] = [
     "poll-too-fast",
     "ignore-slow-down",
     "reset-interval",
@@ -400,10 +404,12 @@ pub const MFP_MUTANTS: [&str; 16] = [
     "resend-pin",
     "keep-pin",
     "log-tokens",
+    "trust-doorbell",
+    "no-poll-fallback",
 ];
 
 /// The mutants of our own server (`roger-sim server --mutant NAME`); server-mode cases name the ones they catch.
-pub const SERVER_MUTANTS: [&str; 12] = [
+pub const SERVER_MUTANTS: [&str; 13] = [
     "no-slow-down",
     "double-redeem",
     "no-rotation",
@@ -416,6 +422,7 @@ pub const SERVER_MUTANTS: [&str; 12] = [
     "error-500-on-bad-input",
     "no-no-store",
     "plaintext-secret",
+    "no-step2-binding",
 ];
 
 #[cfg(test)]

@@ -24,8 +24,8 @@ pub struct Rule {
 const SERVER_RULE: &str = "a rule for servers, judged in server mode";
 const CLIENT_RULE: &str = "a rule for clients, judged in client mode";
 const PHONE_RULE: &str = "a rule for the phone and desktop apps, not the MFP";
-const PUSH_GAP: &str = "the kit's per-case servers use the in-process bus, which a shim process cannot reach; push \
-                        cases need a broker (issue 5)";
+const TLS_CLIENT_GAP: &str = "the kit's front door is rustls, which cannot speak TLS 1.0/1.1 or CBC suites, so it \
+                              cannot offer an MFP a legacy server to refuse";
 
 /// Judged in both modes.
 const fn both(key: &'static str, summary: &'static str) -> Rule {
@@ -45,20 +45,11 @@ const fn server(key: &'static str, summary: &'static str, client_gap: &'static s
 /// Every rule and section, in PROTOCOL.md order, then the RFC sections.
 pub const RULES: &[Rule] = &[
     client("R-DISC-1", "unknown JSON members are ignored", CLIENT_RULE),
-    client(
-        "R-DISC-2",
-        "TLS only (loopback tests excepted); certificates validated",
-        "every server-mode case refuses a non-TLS server (unless --allow-loopback-http) and verifies its \
-         certificate; the TLS versions a server accepts are not probed yet",
-    ),
+    both("R-DISC-2", "TLS only (loopback tests excepted); certificates validated; TLS 1.2+ with AEAD suites"),
     both("R-META-1", "metadata issuer equals the API base; a mismatch is refused"),
     both("R-QR-1", "the QR of verification_uri_complete and the user code as XXXX-XXXX"),
     server("R-QR-2", "the approver looks the code up and sees what it approves", PHONE_RULE),
-    client(
-        "R-QR-3",
-        "session QR codes rotate before expiry; an expired QR is never shown",
-        "the session-code lifetime is a tenant setting; not judged in server mode yet",
-    ),
+    both("R-QR-3", "session QR codes live 120 s by default and rotate before expiry; an expired QR is never shown"),
     client("R-QR-4", "a QR on another origin is refused (phone MUST, MFP SHOULD)", CLIENT_RULE),
     both("R-DEV-1", "a device code redeems once; a lost answer is recovered within 30 s"),
     client("R-TOK-1", "refresh ahead; one refresh and one retry on a refused token", CLIENT_RULE),
@@ -71,25 +62,13 @@ pub const RULES: &[Rule] = &[
     both("R-DATA-1", "documents never pass through the server; no API body over 64 KiB"),
     server("R-DATA-2", "the server stores only the listed personal data", SERVER_RULE),
     both("R-SEC-1", "credentials are not cached and not logged"),
-    Rule {
-        key: "R-PUSH-1",
-        summary: "push is a doorbell: ids only, confirmed over HTTPS",
-        client_gap: Some(PUSH_GAP),
-        server_gap: Some("push envelopes are not inspected in server mode yet (needs a broker consumer)"),
-    },
+    both("R-PUSH-1", "push is a doorbell: ids only, confirmed over HTTPS; a missed doorbell is never a lost session"),
     both("PROTOCOL §5", "MFP registration: the registration code and its approval"),
     both("PROTOCOL §7", "device-bound client authentication (Bearer + client_id)"),
-    client(
-        "PROTOCOL §8",
-        "the user session: step 1 by QR, step 2 by PIN, logout, server-side end",
-        "the step-2 user binding and session end are not judged in server mode yet",
-    ),
-    client(
-        "PROTOCOL §9",
-        "jobs: Idempotency-Key on release, results, scans",
-        "jobs and scans are not judged in server mode yet",
-    ),
+    both("PROTOCOL §8", "the user session: step 1 by QR, step 2 by PIN, logout, server-side end"),
+    both("PROTOCOL §9", "jobs: Idempotency-Key on release, results, tickets, scans"),
     both("PROTOCOL §10", "endpoint matrix and error shapes; never a 5xx for bad input"),
+    both("PROTOCOL §11", "the push channel: device queue, push credentials, the envelope and its AMQP properties"),
     both("PROTOCOL §12", "the timing model: interval, slow_down, doubling after failures, Retry-After"),
     client("PROTOCOL §13", "the conformance shim: restart from state_dir", "the shim drives clients only"),
     both("RFC 6749 §2.3", "client authentication"),
@@ -114,6 +93,8 @@ pub const RULES: &[Rule] = &[
     both("RFC 8628 §5.4", "remote phishing: show what is approved, refuse foreign QR"),
     both("RFC 8628 §6.1", "user code format and display"),
     both("RFC 9700 §4.14.2", "refresh token rotation and reuse detection"),
+    server("RFC 8996 §2", "TLS 1.0 and TLS 1.1 are not negotiated", TLS_CLIENT_GAP),
+    server("RFC 9325 §4.2", "TLS 1.2 only with AEAD cipher suites; TLS 1.2 and 1.3 accepted", TLS_CLIENT_GAP),
 ];
 
 /// The cases of `mode` that cite `key`.

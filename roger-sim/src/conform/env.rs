@@ -18,6 +18,7 @@ use roger_proto::server::settings::TenantSettings;
 use roger_proto::shim::{PanelState, ShimAnswer, ShimRequest};
 use serde_json::{Map, Value};
 
+use super::broker::BrokerCut;
 use super::case::{CaseError, Evidence, EvidenceSource};
 use super::proxy::{Exchange, JudgeProxy, ProxyConfig, Recorder, Rewrites};
 use super::shim_driver::{ShimDriver, ShimDriverError, Turn};
@@ -83,6 +84,8 @@ pub struct KitContext {
     pub work_dir: PathBuf,
     /// TLS material.
     pub tls: KitTls,
+    /// The broker URL for the push cases (`--amqp` or `ROGER_AMQP_URL`; `None`: they are skipped, R-PUSH-1).
+    pub amqp: Option<String>,
 }
 
 /// How the kit's front door presents itself to the MFP.
@@ -98,6 +101,25 @@ pub enum Transport {
     PlainNonLoopback,
 }
 
+/// Where the case's server pushes (PROTOCOL.md §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PushSetup {
+    /// The in-process bus: the region names no broker, the MFP polls only (every case but the push cases).
+    #[default]
+    InProcess,
+    /// The kit's broker under a per-case name prefix. The region names the kit's relay in front of it (a
+    /// [`BrokerCut`]: `amqps` with a kit-CA certificate, plain `amqp` with `--plain-http`), where the case can
+    /// break the MFP's broker connection while the server keeps publishing; the MFP consumes its device queue.
+    Broker,
+}
+
+impl PushSetup {
+    /// Whether the case needs the kit's broker.
+    pub fn needs_broker(self) -> bool {
+        self != Self::InProcess
+    }
+}
+
 /// What a case may adjust before its world starts.
 #[derive(Debug, Clone)]
 pub struct ClientSetup {
@@ -107,6 +129,8 @@ pub struct ClientSetup {
     pub transport: Transport,
     /// Answer rewrites in force from the start.
     pub rewrites: Rewrites,
+    /// Where the server pushes.
+    pub push: PushSetup,
 }
 
 impl Default for ClientSetup {
@@ -117,6 +141,7 @@ impl Default for ClientSetup {
             settings: TenantSettings { interval_secs: 1, approvals_per_minute: 10_000, ..TenantSettings::default() },
             transport: Transport::Kit,
             rewrites: Rewrites::default(),
+            push: PushSetup::InProcess,
         }
     }
 }
@@ -318,6 +343,7 @@ pub struct ClientEnv {
     /// What the shim answered to `start`.
     pub capabilities: Vec<String>,
     server: RunningServer,
+    broker_cut: Option<BrokerCut>,
     proxy: JudgeProxy,
     shim: Option<ShimDriver>,
     phones: HashMap<Who, Phone>,
@@ -367,11 +393,25 @@ impl ClientEnv {
         let tenant = Tenant::generate(&mut rng);
         let fixture = dir.join("tenant.toml");
         std::fs::write(&fixture, tenant.fixture()).map_err(|e| CaseError::Kit(format!("fixture: {e}")))?;
+        let (amqp, broker_cut) = match (setup.push, kit.amqp.as_deref()) {
+            (PushSetup::InProcess, _) => (None, None),
+            (_, None) => return Err(CaseError::Kit(super::broker::NEEDS_BROKER.into())),
+            (PushSetup::Broker, Some(url)) => {
+                let kit_err = |e: super::broker::KitBrokerError| CaseError::Kit(e.to_string());
+                let tls = (!kit.plain_http).then(|| kit.tls.good.clone());
+                let upstream = super::broker::upstream(url).await.map_err(kit_err)?;
+                let cut = BrokerCut::start(upstream, tls.clone()).await.map_err(kit_err)?;
+                let mut config = super::broker::case_config(url);
+                config.client_url = Some(super::broker::via(url, cut.addr, tls.is_some()).map_err(kit_err)?);
+                (Some(config), Some(cut))
+            }
+        };
         let server = start(ServerConfig {
             plain_http: true,
             seed: Some(seed),
             fixture: Some(fixture),
             settings: Some(setup.settings),
+            amqp,
             ..ServerConfig::default()
         })
         .await
@@ -384,7 +424,7 @@ impl ClientEnv {
             Transport::PlainNonLoopback => match non_loopback_ip() {
                 Some(ip) => (ip, None),
                 None => {
-                    server.stop().await;
+                    stop_server(server).await;
                     return Err(CaseError::Kit("no non-loopback address".into()));
                 }
             },
@@ -399,7 +439,7 @@ impl ClientEnv {
         let proxy = match proxy {
             Ok(p) => p,
             Err(e) => {
-                server.stop().await;
+                stop_server(server).await;
                 return Err(CaseError::Kit(e.to_string()));
             }
         };
@@ -419,6 +459,7 @@ impl ClientEnv {
             transport: setup.transport,
             capabilities: Vec::new(),
             server,
+            broker_cut,
             proxy,
             shim: None,
             phones: HashMap::new(),
@@ -808,6 +849,53 @@ impl ClientEnv {
         out
     }
 
+    /// The case's broker bus, when the case pushes through the kit's broker (PROTOCOL.md §11).
+    pub fn broker(&self) -> Option<&crate::amqp::AmqpBus> {
+        self.server.amqp.as_ref()
+    }
+
+    /// The kit's relay between the MFP and the broker ([`PushSetup::Broker`]), where a case cuts the connection.
+    pub fn broker_cut(&self) -> Option<&BrokerCut> {
+        self.broker_cut.as_ref()
+    }
+
+    /// How many consumers the device queue of `device` has now (`None`: no broker, or no such queue yet). The
+    /// server declares the queue when it hands out push credentials, so before the MFP got them it has none (and
+    /// the broker is not asked about a queue it does not know).
+    pub async fn device_queue_consumers(&self, device: &str) -> Option<u32> {
+        let bus = self.broker()?;
+        let asked = self.exchanges().iter().any(|e| e.is("GET", "/api/v1/device/push") && e.delivered_ok());
+        if !asked {
+            return Some(0);
+        }
+        let id = roger_proto::push::Id::new(device).ok()?;
+        bus.consumers(&crate::bus::QueueSpec::Device(id)).await
+    }
+
+    /// Waits until the device queue's consumer count satisfies `want` (checked every 100 ms) or `timeout` passes;
+    /// the last count seen.
+    pub async fn wait_consumers(&self, device: &str, timeout: Duration, want: impl Fn(u32) -> bool) -> Option<u32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.device_queue_consumers(device).await;
+            if n.is_some_and(&want) || Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Publishes `envelope` through the case's broker, as the server would (the kit forging or repeating a
+    /// doorbell, R-PUSH-1); noted as kit evidence.
+    pub async fn publish(&mut self, envelope: &roger_proto::push::PushEnvelope) -> Result<(), CaseError> {
+        use crate::bus::PushBus;
+        let bus = self.broker().cloned().ok_or_else(|| CaseError::Kit(super::broker::NEEDS_BROKER.into()))?;
+        bus.publish(envelope).await.map_err(|e| CaseError::Kit(format!("publishing a doorbell: {e}")))?;
+        let body = String::from_utf8_lossy(&envelope.to_json()).into_owned();
+        self.note(EvidenceSource::Kit, format!("published to the device queue: {body}"));
+        Ok(())
+    }
+
     /// Stops the shim, the proxy and the server; removes the case directory unless `keep`.
     pub async fn finish(mut self, keep: bool) -> Leftovers {
         let (stderr, turns) = match self.shim.take() {
@@ -821,13 +909,29 @@ impl ClientEnv {
         let redacted = vault.redact(&stderr);
         let lines: Vec<&str> = redacted.lines().collect();
         let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        if let Some(bus) = self.server.amqp.clone() {
+            // The case's exchange and queues go with it (they would expire on their own after two minutes).
+            if let Err(e) = bus.delete_topology().await {
+                let text = format!("the case's broker topology could not be deleted (its queues expire): {e}");
+                self.note(EvidenceSource::Kit, text);
+            }
+        }
         self.proxy.stop().await;
+        drop(self.broker_cut.take());
         self.server.stop().await;
         if !keep {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
         Leftovers { evidence: self.evidence, stderr_tail: tail, turns }
     }
+}
+
+/// Stops a server that never served a case, deleting its broker topology first.
+async fn stop_server(server: RunningServer) {
+    if let Some(bus) = server.amqp.clone() {
+        let _ = bus.delete_topology().await;
+    }
+    server.stop().await;
 }
 
 /// A short rendering of a shim answer's fields for the evidence (the vault redacts codes).

@@ -4,11 +4,13 @@
 //! * [`case`]: what a case is (ID, requirement, sources, level, modes, mutants it is aimed at) and the verdicts;
 //! * [`cases`]: the catalogue, one file per area;
 //! * [`env`](mod@env): the world of one client-mode case (its own server, the judge's proxy, a fresh shim, the phone);
+//! * [`broker`]: the kit's AMQP broker for the push cases (per-case name prefixes, a cut between MFP and broker);
 //! * [`proxy`]: the recording reverse proxy the MFP talks to, and the answers it can rewrite;
 //! * [`judge`]: readings of the recorded exchanges against the timing model and the token rules;
 //! * [`server_env`]: the world of one server-mode case (the vendor's server, its accounts, the kit's MFP and phone
 //!   moves);
 //! * [`shim_driver`]: the §13 line protocol with its time limits;
+//! * [`tls_probe`]: hand-crafted ClientHellos and the server's first answer (R-DISC-2 in server mode);
 //! * [`runner`]: cases in parallel, each with its own seed and time limit;
 //! * [`report`] and [`expected`]: terminal, JSON, JUnit and HTML reports; the expected-failures file;
 //! * [`coverage`]: which rules the catalogue covers (the table in `docs/conformance.md`).
@@ -16,6 +18,7 @@
 //! `roger-sim conform client --shim "roger-sim mfp --shim"` judges our own MFP, `roger-sim conform server
 //! --discovery URL --fixture accounts.toml` a server (ours: `roger-sim server --plain-http`).
 
+pub mod broker;
 pub mod case;
 pub mod cases;
 pub mod coverage;
@@ -27,6 +30,7 @@ pub mod report;
 pub mod runner;
 pub mod server_env;
 pub mod shim_driver;
+pub mod tls_probe;
 pub mod vault;
 
 use std::path::PathBuf;
@@ -166,6 +170,13 @@ pub struct ClientArgs {
     /// Keep the case directories after the run.
     #[arg(long)]
     pub keep_work_dir: bool,
+    /// An AMQP 0-9-1 broker for the push cases (R-PUSH-1), e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`; default:
+    /// the `ROGER_AMQP_URL` environment variable, if set. Each push case starts its server on this broker under a
+    /// name prefix of its own and deletes its exchange and queues afterwards; the MFP finds the broker through
+    /// discovery and `GET /api/v1/device/push`. Without a broker the push cases are skipped. Plain `amqp` and the
+    /// simulator handing its account to the MFP are for a loopback test broker only.
+    #[arg(long, value_name = "URL")]
+    pub amqp: Option<String>,
     /// Cases, jobs, seed, reports.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -180,6 +191,7 @@ impl ClientArgs {
             plain_http: false,
             work_dir: None,
             keep_work_dir: false,
+            amqp: None,
             common: CommonArgs::new(),
         }
     }
@@ -323,6 +335,10 @@ pub async fn run_client(args: &ClientArgs) -> Result<Report, ConformError> {
     let common = &args.common;
     let expected = check_common(common)?;
     let selected = select_cases(Mode::Client, common)?;
+    let amqp = broker::broker_url(args.amqp.as_deref());
+    if let Some(url) = &amqp {
+        broker::check_url(url).map_err(|e| ConformError::Usage(format!("--amqp / {}: {e}", broker::AMQP_ENV)))?;
+    }
     let seed = common.seed.unwrap_or_else(rand::random);
     let (work_dir, temporary) = match &args.work_dir {
         Some(d) => (d.clone(), false),
@@ -341,6 +357,7 @@ pub async fn run_client(args: &ClientArgs) -> Result<Report, ConformError> {
         plain_http: args.plain_http,
         work_dir: work_dir.clone(),
         tls,
+        amqp: amqp.clone(),
     });
     let info = RunInfo {
         mode: Mode::Client,
@@ -354,6 +371,10 @@ pub async fn run_client(args: &ClientArgs) -> Result<Report, ConformError> {
     let started = Instant::now();
     if !common.quiet {
         eprintln!("roger-sim conform client: {} cases, {} at a time, seed {seed}", selected.len(), common.jobs);
+        match amqp.as_deref().and_then(|u| crate::amqp::parse_url(u).ok()) {
+            Some(uri) => eprintln!("push cases on the broker at {}", crate::amqp::public_url(&uri)),
+            None => eprintln!("no broker (--amqp URL or {}): the push cases are skipped", broker::AMQP_ENV),
+        }
     }
     let opts = RunOptions {
         jobs: common.jobs,

@@ -75,6 +75,9 @@ pub async fn run_client_case(kit: Arc<KitContext>, case: Case, opts: &RunOptions
     };
     let mut setup = ClientSetup::default();
     (client.setup)(&mut setup);
+    if setup.push.needs_broker() && kit.amqp.is_none() {
+        return done(Finding::Skip(super::broker::NEEDS_BROKER.into()), Vec::new(), String::new());
+    }
     if setup.transport == Transport::PlainNonLoopback && non_loopback_ip().is_none() {
         let why = "this machine has no non-loopback address to offer plain HTTP on (R-DISC-2)";
         return done(Finding::Skip(why.into()), Vec::new(), String::new());

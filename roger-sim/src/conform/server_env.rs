@@ -17,7 +17,8 @@
 //! password = "admin-pass"          # or app_token = "…": a ready-made roger.app access token
 //!
 //! [[users]]                        # at least two users with a PIN; the LAST one is locked out and rate-limited
-//! username = "alice"               # by the cases that test those limits: give the kit one it may lock
+//! username = "alice"               # by the cases that test those limits (give the kit one it may lock), and is
+//!                                  # "the other user" of the step-2 binding and foreign-job cases
 //! password = "alice-pass"          # (or app_token)
 //! pin = "1234"
 //! ```
@@ -162,6 +163,8 @@ pub struct ServerEnv {
     pub endpoints: Endpoints,
     /// The raw metadata document.
     pub metadata: Value,
+    /// The region's push broker (PROTOCOL.md §2 `amqp`), if it has one.
+    pub broker: Option<String>,
     transport: ReqwestTransport,
     exchanges: Vec<Exchange>,
     vault: Vault,
@@ -190,6 +193,7 @@ impl ServerEnv {
             seed,
             endpoints: Endpoints::conventional("http://invalid"),
             metadata: Value::Null,
+            broker: None,
             transport,
             exchanges: Vec::new(),
             vault: Vault::default(),
@@ -209,6 +213,7 @@ impl ServerEnv {
         let region =
             regions.regions.first().ok_or_else(|| CaseError::Peer("the discovery document offers no region".into()))?;
         let api = region.api.trim_end_matches('/').to_owned();
+        env.broker = region.amqp.clone().filter(|u| !u.is_empty());
         let req = roger_proto::metadata::request(&api).map_err(|e| CaseError::Kit(e.to_string()))?;
         let meta = env.send(req).await?;
         env.metadata = meta.json().unwrap_or(Value::Null);
@@ -218,6 +223,16 @@ impl ServerEnv {
             .validate(&api, policy(&ctx))
             .map_err(|e| CaseError::Peer(format!("the metadata was refused: {e}")))?;
         Ok(env)
+    }
+
+    /// R-DISC-2 as this run allows it (plain `http` / `amqp` on loopback only with `--allow-loopback-http`).
+    pub fn transport_policy(&self) -> TransportPolicy {
+        policy(&self.ctx)
+    }
+
+    /// The run's extra CA (PEM text), trusted besides the system roots (also for an `amqps` broker).
+    pub fn ca_pem(&self) -> Option<String> {
+        self.ctx.ca_pem.as_ref().and_then(|b| String::from_utf8(b.clone()).ok())
     }
 
     /// The accounts.
@@ -457,6 +472,114 @@ impl ServerEnv {
             }
         }
         Err(CaseError::Peer("the approved registration code never redeemed".into()))
+    }
+
+    /// The discovery URL the run was given.
+    pub fn discovery_url(&self) -> &str {
+        &self.ctx.discovery
+    }
+
+    /// `POST /oauth/device_authorization` for a session QR code (PROTOCOL.md §8 step 1: scope `roger.release`,
+    /// device-bound with the printer's `roger.device` access token, §7): the exchange.
+    pub async fn session_code(&mut self, device_access: &str) -> Result<Exchange, CaseError> {
+        let req = DeviceAuthorizationRequest::session(&self.client_id())
+            .to_http(&self.endpoints.device_authorization, Some(&AccessToken::new(device_access)))
+            .map_err(|e| CaseError::Kit(e.to_string()))?;
+        self.send(req).await
+    }
+
+    /// Step 1 of a user session (PROTOCOL.md §8): a session code for `device`, approved by `who` on the phone after
+    /// a look-up, polled device-bound at its interval until the user token comes; the successful poll's exchange.
+    pub async fn qr_session(&mut self, device: &Device, who: Actor) -> Result<Exchange, CaseError> {
+        let code = self.session_code(&device.access).await?;
+        let v = code
+            .json()
+            .filter(|_| code.delivered_ok())
+            .ok_or_else(|| CaseError::Peer(format!("the session code request was answered {:?}", code.status)))?;
+        let device_code = v.get("device_code").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let user_code = v.get("user_code").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let interval = roger_proto::timing::effective_interval(v.get("interval").and_then(Value::as_u64));
+        let decision = self.decide(&user_code, who, true).await?;
+        if !decision.delivered_ok() {
+            return Err(CaseError::Peer(format!(
+                "the approval of the session code was answered {:?}",
+                decision.status
+            )));
+        }
+        for _ in 0..6 {
+            tokio::time::sleep(interval + Duration::from_millis(100)).await;
+            let p = self.poll(&device_code, Some(&device.access)).await?;
+            if p.delivered_ok() {
+                if p.json().and_then(|v| v.get("access_token")?.as_str().map(str::to_owned)).is_none() {
+                    return Err(CaseError::Peer("the session's token answer lacks an access token".into()));
+                }
+                return Ok(p);
+            }
+            if p.oauth_error().as_deref() != Some("authorization_pending") {
+                return Err(CaseError::Peer(format!("polling the approved session code got {:?}", p.oauth_error())));
+            }
+        }
+        Err(CaseError::Peer("the approved session code never redeemed".into()))
+    }
+
+    /// A device-bound password grant (PROTOCOL.md §8 step 2 or PIN login, RFC 6749 §4.3) at the printer whose
+    /// `roger.device` access token is `device_access`.
+    pub async fn password_grant(
+        &mut self,
+        device_access: &str,
+        username: &str,
+        secret: &str,
+        scope: &str,
+    ) -> Result<Exchange, CaseError> {
+        let req = TokenRequest::Password {
+            username: username.to_owned(),
+            password: Password::new(secret),
+            scope: scope.to_owned(),
+            client_id: self.client_id(),
+        };
+        let bearer = AccessToken::new(device_access);
+        let req = req.to_http(&self.endpoints.token, Some(&bearer)).map_err(|e| CaseError::Kit(e.to_string()))?;
+        self.send(req).await
+    }
+
+    /// The PIN login of `who` from idle (PROTOCOL.md §8: scope `roger.release roger.print roger.scan`): the user
+    /// access token; a refusal stops the case.
+    pub async fn pin_login(&mut self, device_access: &str, who: Actor) -> Result<String, CaseError> {
+        let account = self.account(who).clone();
+        let pin = account.pin.clone().unwrap_or_default();
+        let e =
+            self.password_grant(device_access, &account.username, &pin, roger_proto::token::scope::PIN_LOGIN).await?;
+        e.json()
+            .filter(|_| e.delivered_ok())
+            .and_then(|v| v.get("access_token")?.as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                CaseError::Peer(format!("the PIN login of {} was answered {:?}", account.username, e.status))
+            })
+    }
+
+    /// `POST /oauth/revoke` (RFC 7009 §2.1) of an access or refresh token, device-bound with `bearer` when given
+    /// (PROTOCOL.md §7: the MFP revokes user tokens with its device token).
+    pub async fn revoke(&mut self, token: &str, refresh: bool, bearer: Option<&str>) -> Result<Exchange, CaseError> {
+        let client = self.client_id();
+        let req = if refresh {
+            roger_proto::revocation::RevocationRequest::refresh(&RefreshToken::new(token), &client)
+        } else {
+            roger_proto::revocation::RevocationRequest::access(&AccessToken::new(token), &client)
+        };
+        let bearer = bearer.map(AccessToken::new);
+        let req =
+            req.to_http(&self.endpoints.revocation, bearer.as_ref()).map_err(|e| CaseError::Kit(e.to_string()))?;
+        self.send(req).await
+    }
+
+    /// `GET {api}{path_and_query}` with `Authorization: Bearer <token>` (RFC 6750 §2.1).
+    pub async fn api_get(&mut self, path_and_query: &str, token: &str) -> Result<Exchange, CaseError> {
+        let req = http::Request::get(format!("{}{path_and_query}", self.endpoints.api))
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|e| CaseError::Kit(e.to_string()))?;
+        self.send(req).await
     }
 
     /// Whether the server offers the `/sim/` control API (the simulated server does, on loopback).

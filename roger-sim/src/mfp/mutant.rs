@@ -71,11 +71,15 @@ pub enum MfpMutant {
     KeepPin,
     /// Writes the tokens it receives to its log.
     LogTokens,
+    /// Acts on a `session.ended` doorbell without confirming it over HTTPS.
+    TrustDoorbell,
+    /// Keeps its relaxed push cadence after the broker connection is lost.
+    NoPollFallback,
 }
 
 impl MfpMutant {
     /// Every MFP mutant, in the order of the issue.
-    pub const ALL: [MfpMutant; 16] = [
+    pub const ALL: [MfpMutant; 18] = [
         Self::PollTooFast,
         Self::IgnoreSlowDown,
         Self::ResetInterval,
@@ -92,6 +96,8 @@ impl MfpMutant {
         Self::ResendPin,
         Self::KeepPin,
         Self::LogTokens,
+        Self::TrustDoorbell,
+        Self::NoPollFallback,
     ];
 
     /// The fixed name (`--mutant NAME`).
@@ -113,6 +119,8 @@ impl MfpMutant {
             Self::ResendPin => "resend-pin",
             Self::KeepPin => "keep-pin",
             Self::LogTokens => "log-tokens",
+            Self::TrustDoorbell => "trust-doorbell",
+            Self::NoPollFallback => "no-poll-fallback",
         }
     }
 
@@ -147,6 +155,14 @@ impl MfpMutant {
             Self::ResendPin => "sends every password grant twice, the second time unasked",
             Self::KeepPin => "writes the user name and PIN of every PIN entry into its state directory",
             Self::LogTokens => "writes every access and refresh token it receives to its log (stderr)",
+            Self::TrustDoorbell => {
+                "takes a session.ended doorbell at its word: logs the user out at once instead of confirming over \
+                 HTTPS that the session ended (shows with a broker)"
+            }
+            Self::NoPollFallback => {
+                "never notices that its broker connection is gone: keeps polling at the relaxed push cadence (30 s) \
+                 instead of the interval, so a missed doorbell delays the session (shows with a broker)"
+            }
         }
     }
 
@@ -169,6 +185,8 @@ impl MfpMutant {
             Self::ResendPin => "R-PWD-1, RFC 6749 §4.3.1",
             Self::KeepPin => "R-PWD-1, RFC 6749 §4.3.1",
             Self::LogTokens => "R-SEC-1, RFC 6749 §10.3",
+            Self::TrustDoorbell => "R-PUSH-1, PROTOCOL.md §11",
+            Self::NoPollFallback => "R-PUSH-1, PROTOCOL.md §8",
         }
     }
 
@@ -614,7 +632,9 @@ mod tests {
                 "token-in-query",
                 "resend-pin",
                 "keep-pin",
-                "log-tokens"
+                "log-tokens",
+                "trust-doorbell",
+                "no-poll-fallback"
             ]
         );
         for m in MfpMutant::ALL {

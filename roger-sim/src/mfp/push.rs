@@ -28,6 +28,7 @@ use roger_proto::driver::mfp::MfpInput;
 use roger_proto::push::{Id, PushEnvelope, PushEvent, PushTarget};
 use roger_proto::wire::classify_api;
 
+use super::mutant::MfpMutant;
 use super::ops::Retry;
 use super::runtime::Core;
 use super::MfpError;
@@ -149,7 +150,9 @@ pub(crate) async fn run(core: Arc<Core>, source: Source) {
                 }
             }
             Err(e) => {
-                core.input(MfpInput::PushHealthy(false)).await;
+                if core.config.mutant != Some(MfpMutant::NoPollFallback) {
+                    core.input(MfpInput::PushHealthy(false)).await;
+                }
                 let wait = backoff.next_delay();
                 core.say(format!("push: cannot subscribe ({e}); retrying in {} ms", wait.as_millis()));
                 tokio::select! {
@@ -163,6 +166,9 @@ pub(crate) async fn run(core: Arc<Core>, source: Source) {
         core.say("push: connected to the device queue");
         // R-PUSH-1: after a (re)connect the receiver re-reads its state; a doorbell lost meanwhile costs nothing.
         reread_after_connect(&core).await;
+        // Test-only mutant `no-poll-fallback`: a lost connection is never reported, so the machines keep the
+        // relaxed push cadence (breaks R-PUSH-1: a missed doorbell delays the session).
+        let fallback = core.config.mutant != Some(MfpMutant::NoPollFallback);
         let ended = loop {
             tokio::select! {
                 delivery = subscription.next_delivery() => match delivery {
@@ -187,7 +193,9 @@ pub(crate) async fn run(core: Arc<Core>, source: Source) {
                 _ = shutdown.changed() => return,
             }
         };
-        core.input(MfpInput::PushHealthy(false)).await;
+        if fallback {
+            core.input(MfpInput::PushHealthy(false)).await;
+        }
         if ended {
             let wait = backoff.next_delay();
             core.say(format!("push: the subscription ended; resubscribing in {} ms", wait.as_millis()));
@@ -299,6 +307,11 @@ async fn handle(core: &Arc<Core>, device: &str, envelope: &PushEnvelope, release
         Action::Input(DoorbellInput::DeviceDisconnected) => {
             core.say("push: device.disconnected; confirming with a refresh (R-PUSH-1)");
             core.input(MfpInput::DeviceDisconnected).await;
+        }
+        Action::ConfirmSessionEnd if core.config.mutant == Some(MfpMutant::TrustDoorbell) => {
+            // Test-only mutant `trust-doorbell`: the doorbell is taken at its word (breaks R-PUSH-1).
+            core.say("push: session.ended; logging out without confirming");
+            core.input(MfpInput::Logout).await;
         }
         Action::ConfirmSessionEnd => {
             core.say("push: session.ended; confirming over HTTPS");

@@ -8,7 +8,7 @@
 //! Where each mistake is made:
 //! * in the server core, through its test-only `roger_proto::server::mutations` switch, where the behaviour lives
 //!   (polling judgement, redemption, rotation, reuse detection, lost-answer grace, sliding expiry, user codes,
-//!   approval rate limit, lock-out);
+//!   approval rate limit, lock-out, the step-2 user binding);
 //! * here, in an answer-rewriting middleware ([`wrap`]) that only exists on a mutant's router: `500` for bad
 //!   input, answers without `Cache-Control: no-store`, and a plaintext copy of every token the token endpoint
 //!   hands out, kept in the server's state (shown by `GET /sim/store` as `token_cache`, and written to the SQLite
@@ -58,11 +58,13 @@ pub enum ServerMutant {
     NoNoStore,
     /// Keeps a plaintext copy of the tokens it issues.
     PlaintextSecret,
+    /// Step 2 is granted to any user with a right PIN, whoever's QR session is open.
+    NoStep2Binding,
 }
 
 impl ServerMutant {
     /// Every server mutant, in the order of the issue.
-    pub const ALL: [ServerMutant; 12] = [
+    pub const ALL: [ServerMutant; 13] = [
         Self::NoSlowDown,
         Self::DoubleRedeem,
         Self::NoRotation,
@@ -75,6 +77,7 @@ impl ServerMutant {
         Self::Error500OnBadInput,
         Self::NoNoStore,
         Self::PlaintextSecret,
+        Self::NoStep2Binding,
     ];
 
     /// The fixed name (`--mutant NAME`).
@@ -92,6 +95,7 @@ impl ServerMutant {
             Self::Error500OnBadInput => "error-500-on-bad-input",
             Self::NoNoStore => "no-no-store",
             Self::PlaintextSecret => "plaintext-secret",
+            Self::NoStep2Binding => "no-step2-binding",
         }
     }
 
@@ -114,6 +118,10 @@ impl ServerMutant {
             Self::Error500OnBadInput => "malformed requests get 500 Internal Server Error instead of a 4xx",
             Self::NoNoStore => "answers carry no Cache-Control: no-store and no Pragma: no-cache",
             Self::PlaintextSecret => "keeps a plaintext copy of every token it issues in its state",
+            Self::NoStep2Binding => {
+                "grants step 2 (roger.print roger.scan) to any user with a right PIN, not only to the user whose QR \
+                 session is open at that printer"
+            }
         }
     }
 
@@ -132,6 +140,7 @@ impl ServerMutant {
             Self::Error500OnBadInput => "PROTOCOL.md §10 \"never a 5xx for bad input\", RFC 6749 §5.2",
             Self::NoNoStore => "R-SEC-1, RFC 6749 §5.1",
             Self::PlaintextSecret => "R-DATA-2, R-TOK-3 (SHA-256 hashes only)",
+            Self::NoStep2Binding => "PROTOCOL.md §8 step 2, RFC 6749 §4.3",
         }
     }
 
@@ -147,6 +156,7 @@ impl ServerMutant {
             Self::WeakUserCodes => Mutation::WeakUserCodes,
             Self::NoApprovalRateLimit => Mutation::NoApprovalRateLimit,
             Self::NoLockout => Mutation::NoLockout,
+            Self::NoStep2Binding => Mutation::NoStep2Binding,
             Self::Error500OnBadInput | Self::NoNoStore | Self::PlaintextSecret => return None,
         })
     }
@@ -380,7 +390,8 @@ mod tests {
                 "no-lockout",
                 "error-500-on-bad-input",
                 "no-no-store",
-                "plaintext-secret"
+                "plaintext-secret",
+                "no-step2-binding"
             ]
         );
         for m in ServerMutant::ALL {
@@ -394,11 +405,11 @@ mod tests {
         assert!(e.to_string().contains("no-rotation"), "{e}");
     }
 
-    /// Nine mutants live in the core, three in the front end; `None` is a correct core.
+    /// Ten mutants live in the core, three in the front end; `None` is a correct core.
     #[test]
     fn core_mapping() {
         let core: Vec<ServerMutant> = ServerMutant::ALL.into_iter().filter(|m| m.core_mutation().is_some()).collect();
-        assert_eq!(core.len(), 9);
+        assert_eq!(core.len(), 10);
         assert!(ServerMutant::core_mutations(None).is_empty());
         assert!(ServerMutant::core_mutations(Some(ServerMutant::NoNoStore)).is_empty());
         assert!(ServerMutant::core_mutations(Some(ServerMutant::NoLockout)).has(Mutation::NoLockout));

@@ -8,6 +8,7 @@ mod device_grant;
 mod discovery;
 mod lost_answers;
 mod password;
+mod push;
 mod qr_session;
 mod refresh;
 mod revocation;
@@ -42,8 +43,11 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(data::cases());
     all.extend(data::server_cases());
     all.extend(tls::cases());
+    all.extend(tls::server_cases());
     all.extend(bad_input::cases());
     all.extend(bad_input::server_cases());
+    all.extend(push::cases());
+    all.extend(push::server_cases());
     all
 }
 
@@ -70,7 +74,7 @@ mod prelude {
     pub(super) use roger_proto::shim::PanelState;
 
     pub(super) use super::super::case::{Area, Case, CaseError, EvidenceSource, Finding, Level};
-    pub(super) use super::super::env::{ClientEnv, ClientSetup, Who, STATE_WAIT};
+    pub(super) use super::super::env::{ClientEnv, ClientSetup, PushSetup, Who, STATE_WAIT};
     pub(super) use super::super::proxy::{Exchange, Rewrites};
     pub(super) use super::super::server_env::{Actor, ServerEnv};
     pub(super) use super::{client, server};

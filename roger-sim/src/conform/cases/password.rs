@@ -166,30 +166,92 @@ async fn user_tokens_not_kept(env: &mut ClientEnv) -> Result<Finding, CaseError>
 }
 
 pub(super) fn server_cases() -> Vec<Case> {
-    vec![Case {
-        id: "roger/R-PWD-2/server-lockout",
-        area: Area::Password,
-        requirement:
-            "After 5 failed PIN logins a user is locked out (the right PIN is refused too), and every failure \
-                      (unknown user, wrong PIN, locked) gets the same answer.",
-        sources: &["R-PWD-2", "RFC 6749 §4.3"],
-        level: Level::Must,
-        aimed_at: &["no-lockout"],
-        client: None,
-        server: server!(true, server_lockout),
-    }]
+    vec![
+        Case {
+            id: "roger/R-PWD-2/server-lockout",
+            area: Area::Password,
+            requirement:
+                "After 5 failed PIN logins a user is locked out (the right PIN is refused too), and every failure \
+                          (unknown user, wrong PIN, locked) gets the same answer.",
+            sources: &["R-PWD-2", "RFC 6749 §4.3"],
+            level: Level::Must,
+            aimed_at: &["no-lockout"],
+            client: None,
+            server: server!(true, server_lockout),
+        },
+        Case {
+            id: "roger/sec8/server-step2-bound-to-session-user",
+            area: Area::Password,
+            requirement:
+                "While a user's QR session is open at a printer, a step-2 password grant there for another user \
+                          is refused with `invalid_grant` even with that user's right PIN, and the session user's \
+                          own PIN gets the `roger.print roger.scan` token.",
+            sources: &["PROTOCOL §8", "RFC 6749 §4.3"],
+            level: Level::Must,
+            aimed_at: &["no-step2-binding"],
+            client: None,
+            server: server!(false, server_step2_binding),
+        },
+    ]
+}
+
+/// What the step-2 judgement needs of a token endpoint answer: its status, OAuth `error` and `scope`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct GrantAnswer {
+    status: Option<u16>,
+    error: Option<String>,
+    scope: Option<String>,
+}
+
+impl GrantAnswer {
+    fn of(e: &Exchange) -> Self {
+        let scope = e.json().and_then(|v| v.get("scope")?.as_str().map(str::to_owned));
+        Self { status: e.status, error: e.oauth_error(), scope }
+    }
+}
+
+/// Judges step 2 in another user's session (`other`) and in the user's own (`own`) (PROTOCOL.md §8: `username`
+/// must be the step-1 user while a session is open, else `invalid_grant`).
+fn judge_step2(other: &GrantAnswer, own: &GrantAnswer) -> Result<(), String> {
+    if other.status == Some(200) {
+        return Err("another user's step-2 password grant in an open QR session was granted".into());
+    }
+    if other.status != Some(400) || other.error.as_deref() != Some("invalid_grant") {
+        return Err(format!(
+            "another user's step-2 password grant was answered {:?} {:?}, not 400 invalid_grant",
+            other.status, other.error
+        ));
+    }
+    if own.status != Some(200) {
+        return Err(format!("the session user's own step-2 PIN was answered {:?} {:?}", own.status, own.error));
+    }
+    let granted: std::collections::BTreeSet<&str> = own.scope.as_deref().unwrap_or("").split(' ').collect();
+    if !(granted.contains("roger.print") && granted.contains("roger.scan")) {
+        return Err(format!("the step-2 token's scope is {:?}, not roger.print roger.scan", own.scope));
+    }
+    Ok(())
+}
+
+async fn server_step2_binding(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    let device = env.register().await?;
+    let step1 = env.qr_session(&device, Actor::User).await?;
+    let alice = env.account(Actor::User).clone();
+    let bob = env.account(Actor::Sacrificial).clone();
+    let shown = step1.json().and_then(|v| v.get("user")?.get("username")?.as_str().map(str::to_owned));
+    env.note(EvidenceSource::Kit, format!("{}'s QR session is open (step-1 user {shown:?})", alice.username));
+    let scope = roger_proto::token::scope::STEP2;
+    let other =
+        env.password_grant(&device.access, &bob.username, bob.pin.as_deref().unwrap_or_default(), scope).await?;
+    let own =
+        env.password_grant(&device.access, &alice.username, alice.pin.as_deref().unwrap_or_default(), scope).await?;
+    Ok(match judge_step2(&GrantAnswer::of(&other), &GrantAnswer::of(&own)) {
+        Ok(()) => Finding::Holds,
+        Err(why) => Finding::Broken(why),
+    })
 }
 
 async fn pin_login(env: &mut ServerEnv, device: &str, username: &str, pin: &str) -> Result<Exchange, CaseError> {
-    let req = roger_proto::token::TokenRequest::Password {
-        username: username.to_owned(),
-        password: roger_proto::secret::Password::new(pin),
-        scope: "roger.release roger.print roger.scan".into(),
-        client_id: env.client_id(),
-    };
-    let bearer = roger_proto::secret::AccessToken::new(device);
-    let req = req.to_http(&env.endpoints.token, Some(&bearer)).map_err(|e| CaseError::Kit(e.to_string()))?;
-    env.send(req).await
+    env.password_grant(device, username, pin, roger_proto::token::scope::PIN_LOGIN).await
 }
 
 async fn server_lockout(env: &mut ServerEnv) -> Result<Finding, CaseError> {
@@ -221,4 +283,28 @@ async fn server_lockout(env: &mut ServerEnv) -> Result<Finding, CaseError> {
     }
     env.note(EvidenceSource::Kit, "unknown user, wrong PIN and locked user got identical answers (timing not judged)");
     Ok(Finding::Holds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, error: Option<&str>, scope: Option<&str>) -> GrantAnswer {
+        GrantAnswer { status: Some(status), error: error.map(str::to_owned), scope: scope.map(str::to_owned) }
+    }
+
+    /// PROTOCOL.md §8 step 2 in server mode: the judgement on crafted answers.
+    #[test]
+    fn step2_judgement() {
+        let refused = answer(400, Some("invalid_grant"), None);
+        let granted = answer(200, None, Some("roger.print roger.scan"));
+        assert_eq!(judge_step2(&refused, &granted), Ok(()));
+        assert!(judge_step2(&granted, &granted).unwrap_err().contains("was granted"), "no binding");
+        let other_error = answer(400, Some("invalid_request"), None);
+        assert!(judge_step2(&other_error, &granted).unwrap_err().contains("not 400 invalid_grant"));
+        assert!(judge_step2(&refused, &refused).unwrap_err().contains("own step-2 PIN"));
+        let narrow = answer(200, None, Some("roger.print"));
+        assert!(judge_step2(&refused, &narrow).unwrap_err().contains("scope"));
+        assert!(judge_step2(&GrantAnswer::default(), &granted).is_err(), "no answer at all");
+    }
 }

@@ -377,7 +377,122 @@ pub(super) fn server_cases() -> Vec<Case> {
             client: None,
             server: server!(false, server_rate_limit),
         },
+        Case {
+            id: "roger/R-QR-3/server-session-code-lifetime",
+            area: Area::QrSession,
+            requirement:
+                "A session code (device-bound, scope `roger.release`) announces an `expires_in` of at most the 120 s \
+                      default session-code lifetime and an `interval`.",
+            sources: &["R-QR-3", "RFC 8628 §3.2", "PROTOCOL §8"],
+            level: Level::Should,
+            aimed_at: &[],
+            client: None,
+            server: server!(false, server_session_lifetime),
+        },
+        Case {
+            id: "roger/R-QR-3/server-session-code-expires",
+            area: Area::QrSession,
+            requirement: "A session code announces a positive `expires_in`, and once that has passed a poll of it is \
+                      answered `expired_token` and an approval of it 404.",
+            sources: &["R-QR-3", "RFC 8628 §3.2", "RFC 8628 §3.5", "PROTOCOL §8"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: None,
+            server: server!(true, server_session_expires),
+        },
     ]
+}
+
+/// The default session-code lifetime (PROTOCOL.md §3 and §8: 120 s, a per-tenant setting).
+const SESSION_CODE_SECS: u64 = 120;
+
+/// The `expires_in` of a device authorization answer (RFC 8628 §3.2: REQUIRED, seconds; PROTOCOL.md §1.4: a
+/// non-negative integer; a code that lives 0 s cannot be shown, so it must be positive).
+fn announced_lifetime(answer: &serde_json::Value) -> Result<u64, String> {
+    match answer.get("expires_in") {
+        None => Err("the session code's answer has no `expires_in` (RFC 8628 §3.2)".into()),
+        Some(v) => match v.as_u64() {
+            Some(s) if s > 0 => Ok(s),
+            _ => Err(format!("the session code's `expires_in` is {v}, not a positive integer number of seconds")),
+        },
+    }
+}
+
+/// Judges a session code's lifetime and interval against the defaults (PROTOCOL.md §3, §8): `Ok` with what was
+/// seen, `Err` with what is off.
+fn judge_session_lifetime(answer: &serde_json::Value) -> Result<String, String> {
+    let lifetime = announced_lifetime(answer)?;
+    if lifetime > SESSION_CODE_SECS {
+        return Err(format!(
+            "the session code lives {lifetime} s, longer than the {SESSION_CODE_SECS} s default of PROTOCOL.md §8 \
+             (a longer tenant setting keeps a code on an unattended panel longer)"
+        ));
+    }
+    match answer.get("interval") {
+        None => Err("the session code's answer has no `interval` (PROTOCOL.md §8 relies on it for polling)".into()),
+        Some(v) => match v.as_u64() {
+            Some(i) if i >= 1 => Ok(format!("expires_in {lifetime} s, interval {i} s")),
+            _ => Err(format!("the session code's `interval` is {v}, not a whole number of seconds of at least 1")),
+        },
+    }
+}
+
+/// Judges the answers about an expired session code: the poll's OAuth `error` and the approval's status.
+fn judge_expired(poll_error: Option<&str>, approve_status: Option<u16>) -> Result<(), String> {
+    if poll_error != Some("expired_token") {
+        return Err(format!("a poll after expires_in passed was answered {poll_error:?}, not expired_token"));
+    }
+    if approve_status != Some(404) {
+        return Err(format!("an approval after expires_in passed was answered {approve_status:?}, not 404"));
+    }
+    Ok(())
+}
+
+/// A device-bound session code for a freshly registered printer: the device and the code's answer.
+async fn fresh_session_code(
+    env: &mut ServerEnv,
+) -> Result<(super::super::server_env::Device, serde_json::Value), CaseError> {
+    let d = env.register().await?;
+    let e = env.session_code(&d.access).await?;
+    let v = e
+        .json()
+        .filter(|_| e.delivered_ok())
+        .ok_or_else(|| CaseError::Peer(format!("the session code request was answered {:?}", e.status)))?;
+    Ok((d, v))
+}
+
+async fn server_session_lifetime(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    let (_, v) = fresh_session_code(env).await?;
+    Ok(match judge_session_lifetime(&v) {
+        Ok(seen) => {
+            env.note(EvidenceSource::Kit, seen);
+            Finding::Holds
+        }
+        Err(why) => Finding::Broken(why),
+    })
+}
+
+async fn server_session_expires(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    let (d, v) = fresh_session_code(env).await?;
+    let lifetime = match announced_lifetime(&v) {
+        Ok(s) => s,
+        Err(why) => return Ok(Finding::Broken(why)),
+    };
+    if !env.sim_available().await {
+        return Ok(Finding::Skip(format!(
+            "the session code announces expires_in {lifetime} s; whether it dies then needs the server's clock \
+             (/sim/clock), which this server does not offer"
+        )));
+    }
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+    let (device_code, user_code) = (field("device_code"), field("user_code"));
+    env.advance(lifetime + 1).await?;
+    let poll = env.poll(&device_code, Some(&d.access)).await?;
+    let approve = env.decide(&user_code, Actor::User, true).await?;
+    Ok(match judge_expired(poll.oauth_error().as_deref(), approve.status) {
+        Ok(()) => Finding::Holds,
+        Err(why) => Finding::Broken(why),
+    })
 }
 
 async fn server_rate_limit(env: &mut ServerEnv) -> Result<Finding, CaseError> {
@@ -443,4 +558,35 @@ async fn server_lookup(env: &mut ServerEnv) -> Result<Finding, CaseError> {
     Ok(Finding::check(by_user.status == Some(403), || {
         format!("a non-admin's approval of a registration code was answered {:?}, not 403", by_user.status)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// R-QR-3 in server mode: the lifetime and interval judgement on crafted answers.
+    #[test]
+    fn session_lifetime_judgement() {
+        assert!(judge_session_lifetime(&json!({"expires_in": 120, "interval": 5})).is_ok());
+        assert!(judge_session_lifetime(&json!({"expires_in": 8, "interval": 1})).is_ok());
+        let long = judge_session_lifetime(&json!({"expires_in": 600, "interval": 5})).unwrap_err();
+        assert!(long.contains("600 s"), "{long}");
+        assert!(judge_session_lifetime(&json!({"interval": 5})).unwrap_err().contains("no `expires_in`"));
+        assert!(judge_session_lifetime(&json!({"expires_in": 0, "interval": 5})).unwrap_err().contains("positive"));
+        assert!(judge_session_lifetime(&json!({"expires_in": "120", "interval": 5})).is_err());
+        assert!(judge_session_lifetime(&json!({"expires_in": 120})).unwrap_err().contains("no `interval`"));
+        assert!(judge_session_lifetime(&json!({"expires_in": 120, "interval": 0})).is_err());
+        assert_eq!(announced_lifetime(&json!({"expires_in": 90})), Ok(90));
+    }
+
+    #[test]
+    fn expired_code_judgement() {
+        assert_eq!(judge_expired(Some("expired_token"), Some(404)), Ok(()));
+        assert!(judge_expired(Some("authorization_pending"), Some(404)).unwrap_err().contains("not expired_token"));
+        assert!(judge_expired(None, Some(404)).is_err(), "a token for an expired code");
+        assert!(judge_expired(Some("expired_token"), Some(200)).unwrap_err().contains("not 404"));
+        assert!(judge_expired(Some("expired_token"), None).is_err());
+    }
 }

@@ -181,31 +181,100 @@ pub(super) fn server_cases() -> Vec<Case> {
             client: None,
             server: server!(false, server_cascade),
         },
+        Case {
+            id: "rfc7009/2.1/server-logout-revokes-user-tokens",
+            area: Area::Revocation,
+            requirement:
+                "At logout the printer revokes the step-1 and step-2 user tokens with device-bound revocation \
+                          requests: each is answered 200 and both tokens stop working, while the printer's own \
+                          token keeps working.",
+            sources: &["RFC 7009 §2.1", "PROTOCOL §8", "PROTOCOL §7"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: None,
+            server: server!(false, server_logout),
+        },
     ]
 }
 
-async fn revoke(env: &mut ServerEnv, token: &str, refresh: bool, bearer: Option<&str>) -> Result<Exchange, CaseError> {
-    let client = env.client_id();
-    let req = if refresh {
-        roger_proto::revocation::RevocationRequest::refresh(&roger_proto::secret::RefreshToken::new(token), &client)
-    } else {
-        roger_proto::revocation::RevocationRequest::access(&roger_proto::secret::AccessToken::new(token), &client)
+/// The statuses the logout judgement reads, in the order they are taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Logout {
+    /// The step-1 token on `GET /api/v1/jobs` before logout.
+    step1_before: Option<u16>,
+    /// The step-2 token on `GET /api/v1/print-features` before logout.
+    step2_before: Option<u16>,
+    /// The two revocation answers.
+    revocations: [Option<u16>; 2],
+    /// The step-1 and step-2 tokens on the same calls after logout.
+    step1_after: Option<u16>,
+    step2_after: Option<u16>,
+    /// The device token on `GET /api/v1/device` after logout.
+    device_after: Option<u16>,
+}
+
+/// Judges a logout (RFC 7009 §2.1-2.2, PROTOCOL.md §8 "logout revokes both").
+fn judge_logout(l: &Logout) -> Result<(), String> {
+    if l.step1_before != Some(200) || l.step2_before != Some(200) {
+        return Err(format!(
+            "before logout the user tokens were answered {:?} (step 1) and {:?} (step 2), not 200: nothing to revoke",
+            l.step1_before, l.step2_before
+        ));
+    }
+    if let Some(bad) = l.revocations.iter().find(|s| **s != Some(200)) {
+        return Err(format!("a device-bound revocation of a user token was answered {bad:?}, not 200"));
+    }
+    if l.step1_after != Some(401) {
+        return Err(format!("the revoked step-1 token is answered {:?}, not 401", l.step1_after));
+    }
+    if l.step2_after != Some(401) {
+        return Err(format!("the revoked step-2 token is answered {:?}, not 401", l.step2_after));
+    }
+    if l.device_after != Some(200) {
+        return Err(format!("after the user's logout the printer's own token is answered {:?}", l.device_after));
+    }
+    Ok(())
+}
+
+async fn server_logout(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    let d = env.register().await?;
+    let step1 = env.qr_session(&d, Actor::User).await?;
+    let token = |e: &Exchange| e.json().and_then(|v| v.get("access_token")?.as_str().map(str::to_owned));
+    let step1 = token(&step1).unwrap_or_default();
+    let alice = env.account(Actor::User).clone();
+    let pin = alice.pin.clone().unwrap_or_default();
+    let step2 = env.password_grant(&d.access, &alice.username, &pin, roger_proto::token::scope::STEP2).await?;
+    let Some(step2) = token(&step2).filter(|_| step2.delivered_ok()) else {
+        return Err(CaseError::Peer(format!("the step-2 PIN of {} was answered {:?}", alice.username, step2.status)));
     };
-    let bearer = bearer.map(roger_proto::secret::AccessToken::new);
-    let req = req.to_http(&env.endpoints.revocation, bearer.as_ref()).map_err(|e| CaseError::Kit(e.to_string()))?;
-    env.send(req).await
+    let mut l = Logout {
+        step1_before: env.api_get("/api/v1/jobs?state=queued", &step1).await?.status,
+        step2_before: env.api_get("/api/v1/print-features", &step2).await?.status,
+        ..Logout::default()
+    };
+    l.revocations = [
+        env.revoke(&step1, false, Some(&d.access)).await?.status,
+        env.revoke(&step2, false, Some(&d.access)).await?.status,
+    ];
+    l.step1_after = env.api_get("/api/v1/jobs?state=queued", &step1).await?.status;
+    l.step2_after = env.api_get("/api/v1/print-features", &step2).await?.status;
+    l.device_after = env.get_device(&d.access).await?.status;
+    Ok(match judge_logout(&l) {
+        Ok(()) => Finding::Holds,
+        Err(why) => Finding::Broken(why),
+    })
 }
 
 async fn server_revoke_unknown(env: &mut ServerEnv) -> Result<Finding, CaseError> {
     let d = env.register().await?;
     let unknown = format!("rat_conform_unknown_{}", env.seed);
-    let r = revoke(env, &unknown, false, Some(&d.access)).await?;
+    let r = env.revoke(&unknown, false, Some(&d.access)).await?;
     Ok(Finding::check(r.status == Some(200), || format!("revoking an unknown token was answered {:?}", r.status)))
 }
 
 async fn server_cascade(env: &mut ServerEnv) -> Result<Finding, CaseError> {
     let d = env.register().await?;
-    let r = revoke(env, &d.refresh, true, Some(&d.access)).await?;
+    let r = env.revoke(&d.refresh, true, Some(&d.access)).await?;
     if !r.delivered_ok() {
         return Ok(Finding::Broken(format!("the revocation was answered {:?}", r.status)));
     }
@@ -217,4 +286,33 @@ async fn server_cascade(env: &mut ServerEnv) -> Result<Finding, CaseError> {
     Ok(Finding::check(access.status == Some(401), || {
         format!("the access token of the revoked refresh token is answered {:?}, not 401", access.status)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7009 §2.1 logout in server mode: the judgement on crafted statuses.
+    #[test]
+    fn logout_judgement() {
+        let good = Logout {
+            step1_before: Some(200),
+            step2_before: Some(200),
+            revocations: [Some(200), Some(200)],
+            step1_after: Some(401),
+            step2_after: Some(401),
+            device_after: Some(200),
+        };
+        assert_eq!(judge_logout(&good), Ok(()));
+        let kept = Logout { step2_after: Some(200), ..good };
+        assert!(judge_logout(&kept).unwrap_err().contains("step-2 token"));
+        let kept1 = Logout { step1_after: Some(200), ..good };
+        assert!(judge_logout(&kept1).unwrap_err().contains("step-1 token"));
+        let refused = Logout { revocations: [Some(200), Some(401)], ..good };
+        assert!(judge_logout(&refused).unwrap_err().contains("not 200"));
+        let device_gone = Logout { device_after: Some(401), ..good };
+        assert!(judge_logout(&device_gone).unwrap_err().contains("printer's own token"));
+        let nothing = Logout { step1_before: Some(403), ..good };
+        assert!(judge_logout(&nothing).unwrap_err().contains("nothing to revoke"));
+    }
 }

@@ -1,7 +1,10 @@
 //! TLS (R-DISC-2; RFC 6749 §10.9 via RFC 8414 §3): the MFP validates the server's certificate against its
-//! configured roots and the host name, and refuses plain HTTP outside loopback testing.
+//! configured roots and the host name, and refuses plain HTTP outside loopback testing. In server mode: the server
+//! refuses TLS 1.0 and 1.1 (RFC 8996) and TLS 1.2 without AEAD suites, and accepts TLS 1.2 and 1.3 with AEAD
+//! suites (RFC 9325 §4.2), judged from hand-crafted ClientHellos ([`tls_probe`]).
 
 use super::super::env::Transport;
+use super::super::tls_probe;
 use super::observe;
 use super::prelude::*;
 
@@ -99,4 +102,104 @@ async fn refuses_plain(env: &mut ClientEnv) -> Result<Finding, CaseError> {
         }
         None => Finding::Holds,
     })
+}
+
+pub(super) fn server_cases() -> Vec<Case> {
+    vec![
+        Case {
+            id: "roger/R-DISC-2/server-refuses-tls-1-0-and-1-1",
+            area: Area::Tls,
+            requirement: "The server refuses a ClientHello offering only TLS 1.0, and one offering only TLS 1.1 (an \
+                          alert or a closed connection, never a ServerHello).",
+            sources: &["R-DISC-2", "RFC 8996 §2"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: None,
+            server: server!(false, server_refuses_old_versions),
+        },
+        Case {
+            id: "roger/R-DISC-2/server-refuses-tls-1-2-without-aead",
+            area: Area::Tls,
+            requirement: "The server refuses a TLS 1.2 ClientHello that offers only CBC cipher suites (no AEAD).",
+            sources: &["R-DISC-2", "RFC 9325 §4.2"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: None,
+            server: server!(false, server_refuses_cbc),
+        },
+        Case {
+            id: "roger/R-DISC-2/server-accepts-tls-1-2-and-1-3-aead",
+            area: Area::Tls,
+            requirement: "The server accepts a TLS 1.2 ClientHello offering ECDHE AEAD suites and a TLS 1.3 \
+                          ClientHello, answering each with a ServerHello for that version and an offered suite.",
+            sources: &["R-DISC-2", "RFC 9325 §4.2"],
+            level: Level::Must,
+            aimed_at: &[],
+            client: None,
+            server: server!(false, server_accepts_modern),
+        },
+    ]
+}
+
+/// How long a probe waits to connect and for the first record.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The distinct `https` origins of the run (the API and, when elsewhere, discovery) as `(host, port)`; `Err` with
+/// the reason to skip when the server speaks plain HTTP (loopback testing, `--allow-loopback-http`).
+fn tls_origins(env: &ServerEnv) -> Result<Vec<(String, u16)>, String> {
+    let mut out: Vec<(String, u16)> = Vec::new();
+    for url in [env.endpoints.api.clone(), env.discovery_url().to_owned()] {
+        let uri: http::Uri = url.parse().map_err(|e| format!("{url} is not a URL: {e}"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(format!(
+                "{url} is plain HTTP (loopback testing): there is no TLS to probe; run against the server's https \
+                 origin to judge its TLS versions"
+            ));
+        }
+        let host = uri.host().unwrap_or_default().to_owned();
+        let origin = (host, uri.port_u16().unwrap_or(443));
+        if !out.contains(&origin) {
+            out.push(origin);
+        }
+    }
+    Ok(out)
+}
+
+/// Sends each offer to each origin; `Broken` with the first answer `judge` rejects.
+async fn probe_all(
+    env: &mut ServerEnv,
+    offers: &[tls_probe::Offer],
+    judge: fn(tls_probe::Offer, &tls_probe::Answer) -> Result<String, String>,
+) -> Result<Finding, CaseError> {
+    let origins = match tls_origins(env) {
+        Ok(o) => o,
+        Err(why) => return Ok(Finding::Skip(why)),
+    };
+    for (host, port) in origins {
+        for offer in offers {
+            let answer = tls_probe::probe(&host, port, *offer, PROBE_TIMEOUT)
+                .await
+                .map_err(|e| CaseError::Peer(format!("{host}:{port}, {}: {e}", offer.label())))?;
+            match judge(*offer, &answer) {
+                Ok(how) => env.note(EvidenceSource::Wire, format!("{host}:{port}: {how}")),
+                Err(why) => {
+                    env.note(EvidenceSource::Wire, format!("{host}:{port}: {why}"));
+                    return Ok(Finding::Broken(format!("{host}:{port}: {why}")));
+                }
+            }
+        }
+    }
+    Ok(Finding::Holds)
+}
+
+async fn server_refuses_old_versions(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    probe_all(env, &[tls_probe::Offer::Tls10, tls_probe::Offer::Tls11], tls_probe::judge_refusal).await
+}
+
+async fn server_refuses_cbc(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    probe_all(env, &[tls_probe::Offer::Tls12Cbc], tls_probe::judge_refusal).await
+}
+
+async fn server_accepts_modern(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    probe_all(env, &tls_probe::Offer::MODERN, tls_probe::judge_acceptance).await
 }
