@@ -15,7 +15,7 @@ mod mfp_support;
 
 use std::time::Duration;
 
-use common::amqp::{broker_url, clean_up, eventually, server, test_config, unique_prefix, upstream, via, Proxy};
+use common::amqp::{broker_url, clean_up, eventually, proxy, server, test_config, unique_prefix, upstream, via};
 use mfp_support::{qr_sign_in, registered, temp_dir, WAIT};
 use roger_proto::api::{self, JobList, ReleaseRequest};
 use roger_proto::push::{Id, PushEnvelope, PushEvent, PushTarget};
@@ -32,7 +32,7 @@ const ENDED: &str = "push: the subscription ended";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mfp_survives_a_cut_broker_connection() {
     let Some(url) = broker_url() else { return };
-    let proxy = Proxy::start(upstream(&url).await, None).await;
+    let proxy = proxy(upstream(&url).await, None).await;
     let mut config = test_config(&url, &unique_prefix("cut"));
     // The server publishes straight to the broker; the printer is told the proxy's address.
     config.client_url = Some(via(&url, proxy.addr, "amqp"));

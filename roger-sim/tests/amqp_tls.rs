@@ -9,7 +9,7 @@ mod mfp_support;
 
 use std::time::{Duration, Instant};
 
-use common::amqp::{broker_url, clean_up, eventually, server, test_config, unique_prefix, upstream, via, Proxy};
+use common::amqp::{broker_url, clean_up, eventually, proxy, server, test_config, unique_prefix, upstream, via};
 use mfp_support::{registered, temp_dir, WAIT};
 use roger_proto::api::PushCredentials;
 use roger_proto::discovery::TransportPolicy;
@@ -21,7 +21,7 @@ async fn push_over_amqps_with_the_simulators_ca() {
     let Some(url) = broker_url() else { return };
     let dir = temp_dir("amqp-tls");
     let tls = roger_sim::server::tls::load_or_create(&dir.join("tls"), &["127.0.0.1".to_owned()]).expect("CA and cert");
-    let proxy = Proxy::start(upstream(&url).await, Some(tls.config.clone())).await;
+    let proxy = proxy(upstream(&url).await, Some(tls.config.clone())).await;
     let amqps = via(&url, proxy.addr, "amqps");
     let mut config = test_config(&amqps, &unique_prefix("tls"));
     config.ca_pem = Some(tls.ca_pem.clone());

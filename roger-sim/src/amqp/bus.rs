@@ -382,36 +382,25 @@ impl AmqpBus {
     /// How many consumers a declared queue has, or `None` if the broker does not know it (the conformance kit
     /// uses it to see that a printer under test consumes its device queue, R-PUSH-1).
     pub async fn consumers(&self, spec: &QueueSpec) -> Option<u32> {
-        let link = self.link().await.ok()?;
-        let channel = link.conn.create_channel().await.ok()?;
-        let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-        let queue = self.inner.names.queue(spec);
-        let count = channel
-            .queue_declare(queue.as_str().into(), options, FieldTable::default())
-            .await
-            .ok()
-            .map(|q| q.consumer_count());
-        if channel.status().connected() {
-            let _ = channel.close(200, "OK".into()).await;
-        }
-        count
+        self.inspect(spec).await.map(|q| q.consumer_count())
     }
 
     /// How many messages wait in a declared queue, or `None` if the broker does not know it.
     pub async fn depth(&self, spec: &QueueSpec) -> Option<u32> {
+        self.inspect(spec).await.map(|q| q.message_count())
+    }
+
+    /// A passive declaration of the queue (its counts, without creating it), on a channel of its own.
+    async fn inspect(&self, spec: &QueueSpec) -> Option<lapin::Queue> {
         let link = self.link().await.ok()?;
         let channel = link.conn.create_channel().await.ok()?;
         let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
         let queue = self.inner.names.queue(spec);
-        let count = channel
-            .queue_declare(queue.as_str().into(), options, FieldTable::default())
-            .await
-            .ok()
-            .map(|q| q.message_count());
+        let declared = channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await.ok();
         if channel.status().connected() {
             let _ = channel.close(200, "OK".into()).await;
         }
-        count
+        declared
     }
 }
 

@@ -4,14 +4,13 @@
 //! front of the plain broker.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use roger_sim::amqp::{AmqpConfig, QueueLimits};
+use roger_sim::conform::broker::{self, BrokerCut};
 use roger_sim::server::ServerConfig;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use super::TestServer;
 
@@ -75,110 +74,22 @@ pub async fn clean_up(s: TestServer) {
     s.server.stop().await;
 }
 
-/// `url` with its host and port replaced by `addr` (to route through a [`Proxy`]), and its scheme by `scheme`.
+/// `url` with its host and port replaced by `addr` (to route through a [`BrokerCut`]), and its scheme by `scheme`
+/// (`amqp` or `amqps`).
 pub fn via(url: &str, addr: SocketAddr, scheme: &str) -> String {
-    let mut u = url::Url::parse(url).expect("broker URL");
-    u.set_scheme(scheme).expect("scheme");
-    u.set_host(Some(&addr.ip().to_string())).expect("host");
-    u.set_port(Some(addr.port())).expect("port");
-    u.to_string()
+    broker::via(url, addr, scheme == "amqps").expect("a broker URL")
 }
 
 /// The broker's address in `url`.
 pub async fn upstream(url: &str) -> SocketAddr {
-    let u = url::Url::parse(url).expect("broker URL");
-    let host = u.host_str().expect("host").to_owned();
-    let port = u.port().unwrap_or(5672);
-    let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await.expect("resolve");
-    addrs.next().expect("an address")
+    broker::upstream(url).await.expect("the broker's address")
 }
 
-struct ProxyState {
-    upstream: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    refusing: AtomicBool,
-    accepted: AtomicU64,
-    cut: watch::Sender<u64>,
-}
-
-/// A TCP proxy in front of the broker: forwards bytes both ways, [`cut`](Self::cut)s every connection on demand
-/// (a broken network as the receivers see it), refuses new ones while [`set_refusing`](Self::set_refusing), and
-/// with a TLS configuration terminates `amqps` in front of the plain broker.
-pub struct Proxy {
-    /// Where clients connect.
-    pub addr: SocketAddr,
-    state: Arc<ProxyState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    /// Listens on a free loopback port and forwards to `upstream`, terminating TLS with `tls` when given.
-    pub async fn start(upstream: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("proxy listens");
-        let addr = listener.local_addr().expect("proxy address");
-        let state = Arc::new(ProxyState {
-            upstream,
-            tls: tls.map(tokio_rustls::TlsAcceptor::from),
-            refusing: AtomicBool::new(false),
-            accepted: AtomicU64::new(0),
-            cut: watch::channel(0).0,
-        });
-        let st = state.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if st.refusing.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                st.accepted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(relay(st.clone(), client));
-            }
-        });
-        Self { addr, state, task }
-    }
-
-    /// Closes every connection now open (both sides).
-    pub fn cut(&self) {
-        self.state.cut.send_modify(|n| *n += 1);
-    }
-
-    /// While `true`, new connections are closed as soon as they are accepted.
-    pub fn set_refusing(&self, refusing: bool) {
-        self.state.refusing.store(refusing, Ordering::SeqCst);
-    }
-
-    /// Connections accepted and relayed so far.
-    pub fn accepted(&self) -> u64 {
-        self.state.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.cut();
-    }
-}
-
-async fn relay(st: Arc<ProxyState>, client: TcpStream) {
-    let mut cut = st.cut.subscribe();
-    let Ok(mut server) = TcpStream::connect(st.upstream).await else { return };
-    match &st.tls {
-        Some(acceptor) => {
-            let Ok(mut client) = acceptor.accept(client).await else { return };
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                _ = cut.changed() => {}
-            }
-        }
-        None => {
-            let mut client = client;
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                _ = cut.changed() => {}
-            }
-        }
-    }
+/// The conformance kit's TCP relay in front of the broker ([`BrokerCut`]): forwards bytes both ways, cuts every
+/// connection on demand (a broken network as the receivers see it), refuses new ones while told to, and with a
+/// TLS configuration terminates `amqps` in front of the plain broker.
+pub async fn proxy(upstream: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> BrokerCut {
+    BrokerCut::start(upstream, tls).await.expect("the proxy listens")
 }
 
 /// Waits until `pred` holds (checked every 50 ms) or `timeout` passes; returns whether it held.
