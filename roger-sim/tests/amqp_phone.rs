@@ -13,24 +13,16 @@ use std::time::Duration;
 
 use common::amqp::{broker_url, clean_up, server, test_config, unique_prefix};
 use lapin::options::QueuePurgeOptions;
-use roger_proto::api::{self, DesktopFile, Job, SubmitJob};
+use roger_proto::api::Job;
 use roger_proto::discovery::TransportPolicy;
 use roger_proto::push::Id;
-use roger_proto::secret::{AccessToken, Password};
-use roger_proto::wire::classify_api;
+use roger_proto::secret::Password;
 use roger_sim::amqp::{BrokerPool, ConsumerOptions};
 use roger_sim::bus::QueueSpec;
 use roger_sim::phone::{ClientConfig, Phone, PushSource};
 
 const WAIT: Duration = Duration::from_secs(15);
 const INSTALLATION: &str = "alices-phone";
-
-async fn queue_desktop_job(s: &common::TestServer, token: &AccessToken, file_name: &str) -> String {
-    let body = SubmitJob::Desktop { desktop: DesktopFile { file_name: file_name.to_owned(), pages: 1 } };
-    let a = s.send(api::submit_job(&s.api, token, &body).expect("request")).await;
-    let job: Job = classify_api(&a.to_http()).expect("job queued");
-    job.id
-}
 
 fn has(jobs: &[Job], id: &str) -> bool {
     jobs.iter().any(|j| j.id == id)
@@ -54,14 +46,14 @@ async fn the_phone_consumes_its_queue_on_the_broker() {
     assert!(phone.push_connected(), "consuming: {:?}", phone.push_last_error());
 
     // The desktop queues a job: the doorbell comes through the broker.
-    let job = queue_desktop_job(&s, &desktop, "memo.pdf").await;
+    let job = s.queue_desktop_job(&desktop, "memo.pdf").await;
     phone.wait_for_jobs(WAIT, |jobs| has(jobs, &job)).await.expect("seen by push");
     let stats = phone.push_stats().expect("stats");
     assert_eq!((stats.connects, stats.doorbells, stats.rereads), (1, 1, 2), "{stats:?}");
 
     // Cut the phone's connection, and lose the doorbell of a job queued meanwhile.
     pool.close().await;
-    let late = queue_desktop_job(&s, &desktop, "late.pdf").await;
+    let late = s.queue_desktop_job(&desktop, "late.pdf").await;
     let queue = QueueSpec::App {
         user_id: Id::new(alice.id.clone()).expect("user id"),
         installation_id: Id::new(INSTALLATION).expect("installation"),
@@ -115,7 +107,7 @@ async fn the_phone_renews_its_broker_credentials() {
     assert!(stats.rereads >= 2, "a re-read after each (re)connect: {stats:?}");
 
     // The renewed subscription carries doorbells.
-    let job = queue_desktop_job(&s, &desktop, "after-renewal.pdf").await;
+    let job = s.queue_desktop_job(&desktop, "after-renewal.pdf").await;
     phone.wait_for_jobs(Duration::from_secs(4), |jobs| has(jobs, &job)).await.expect("seen by push");
     assert_eq!(phone.push_stats().expect("stats").doorbells, 1);
 

@@ -14,23 +14,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use roger_proto::api::{self, DesktopFile, Job, SubmitJob};
+use roger_proto::api::Job;
 use roger_proto::push::{Id, PushEnvelope, PushEvent, PushTarget};
-use roger_proto::secret::{AccessToken, Password};
-use roger_proto::wire::classify_api;
+use roger_proto::secret::Password;
 use roger_sim::phone::app::ServerArgs;
 use roger_sim::phone::cli::{execute, PhoneAction, PhoneArgs, PhoneCliError};
 use roger_sim::phone::{ClientConfig, Phone, PhoneError, PushSource, PushStats};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// alice's desktop queues a job: only its name and page count reach the server (R-DATA-1).
-async fn queue_desktop_job(s: &TestServer, token: &AccessToken, file_name: &str) -> String {
-    let body = SubmitJob::Desktop { desktop: DesktopFile { file_name: file_name.to_owned(), pages: 1 } };
-    let a = s.send(api::submit_job(&s.api, token, &body).expect("request")).await;
-    let job: Job = classify_api(&a.to_http()).expect("job queued");
-    job.id
-}
 
 fn has(jobs: &[Job], id: &str) -> bool {
     jobs.iter().any(|j| j.id == id)
@@ -51,7 +42,7 @@ async fn the_phone_hears_its_jobs_by_push() {
     assert_eq!(phone.push_stats(), Some(PushStats { connects: 1, rereads: 1, ..PushStats::default() }));
 
     // A job queued on the desktop: the job.queued doorbell makes the phone re-read, and only that does.
-    let job = queue_desktop_job(&s, &desktop, "memo.pdf").await;
+    let job = s.queue_desktop_job(&desktop, "memo.pdf").await;
     let jobs = phone.wait_for_jobs(WAIT, |jobs| has(jobs, &job)).await.expect("seen by push");
     assert_eq!(jobs.len(), first.len() + 1);
     let stats = phone.push_stats().expect("stats");
@@ -71,7 +62,7 @@ async fn the_phone_hears_its_jobs_by_push() {
 
     // A broker cut: the subscription ends; a job queued meanwhile is found by the re-read after the reconnect.
     assert!(bus.fault_cut(), "the in-process bus can be cut");
-    let late = queue_desktop_job(&s, &desktop, "late.pdf").await;
+    let late = s.queue_desktop_job(&desktop, "late.pdf").await;
     let started = Instant::now();
     let jobs = phone.wait_for_jobs(WAIT, |jobs| has(jobs, &late)).await.expect("found after the reconnect");
     assert!(has(&jobs, &job) && has(&jobs, &late));
@@ -88,7 +79,7 @@ async fn the_phone_hears_its_jobs_by_push() {
     assert_eq!(stats.connects, 2);
     let (found, _) = tokio::join!(phone.wait_for_jobs(WAIT, |jobs| jobs.len() == first.len() + 3), async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        queue_desktop_job(&s, &desktop, "polled.pdf").await
+        s.queue_desktop_job(&desktop, "polled.pdf").await
     });
     let found = found.expect("found by polling");
     assert!(found.iter().any(|j| j.file_name == "polled.pdf"));
@@ -113,7 +104,7 @@ async fn the_phone_command_waits_for_a_job() {
     let desktop = s.app_login("alice", "alice-pass").await.access_token;
     let (out, _) = tokio::join!(execute(phone_args(&s, 20, "report.pdf")), async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        queue_desktop_job(&s, &desktop, "report.pdf").await
+        s.queue_desktop_job(&desktop, "report.pdf").await
     });
     let out = out.expect("the job came");
     assert!(out.iter().any(|l| l.contains("no broker")), "{out:?}");

@@ -8,6 +8,7 @@ pub mod amqp;
 
 use std::time::Duration;
 
+use roger_proto::api;
 use roger_proto::authorize::{parse_redirect, AuthorizationRequest, MOBILE_REDIRECT_URI};
 use roger_proto::device_authorization::{self, DeviceAuthorizationRequest, DeviceAuthorizationResponse};
 use roger_proto::secret::{AccessToken, DeviceCode, PkceVerifier};
@@ -162,6 +163,15 @@ impl TestServer {
 
     /// Logs in to the phone app as `user` through the real login form (PROTOCOL.md §4: authorization code + PKCE
     /// S256, CSRF token and cookie) and returns the app token response.
+    /// A desktop (app token `token`) queues a job of one page named `file_name`: only its name and page count
+    /// reach the server (R-DATA-1). Returns the job id.
+    pub async fn queue_desktop_job(&self, token: &AccessToken, file_name: &str) -> String {
+        let body = api::SubmitJob::Desktop { desktop: api::DesktopFile { file_name: file_name.to_owned(), pages: 1 } };
+        let a = self.send(api::submit_job(&self.api, token, &body).expect("request")).await;
+        let job: api::Job = roger_proto::wire::classify_api(&a.to_http()).expect("job queued");
+        job.id
+    }
+
     pub async fn app_login(&self, user: &str, password: &str) -> TokenResponse {
         let location = self.app_login_location(user, password).await.expect("login succeeds");
         let code = parse_redirect(&location.0, MOBILE_REDIRECT_URI, "st-1").expect("code in redirect");
