@@ -194,10 +194,7 @@ impl BrokerPool {
     /// acknowledgements. The [`Subscription`] ends when the connection, the channel or the consumer ends, and
     /// [`renew_after`] the credentials' `expires_at`, so that the receiver reconnects with fresh credentials.
     pub async fn consume(&self, creds: &PushCredentials) -> Result<Subscription, ConsumerError> {
-        check_transport(&creds.url, self.options.policy)?;
-        if creds.queue.is_empty() || creds.queue.len() > roger_proto::push::MAX_ROUTING_KEY_LEN {
-            return Err(ConsumerError::Credentials("the queue name is empty or longer than 255 octets"));
-        }
+        check_credentials(creds, self.options.policy)?;
         let pooled = self.connection(creds).await?;
         let opened = tokio::time::timeout(self.options.connect_timeout, self.open_consumer(&pooled, &creds.queue))
             .await
@@ -252,6 +249,16 @@ impl BrokerPool {
         list.push(pooled.clone());
         Ok(pooled)
     }
+}
+
+/// What a receiver checks of push credentials before it connects: the broker URL's transport (R-DISC-2: `amqps`,
+/// plain `amqp` only on loopback when `policy` allows) and a queue name AMQP can carry.
+fn check_credentials(creds: &PushCredentials, policy: TransportPolicy) -> Result<(), ConsumerError> {
+    check_transport(&creds.url, policy)?;
+    if creds.queue.is_empty() || creds.queue.len() > roger_proto::push::MAX_ROUTING_KEY_LEN {
+        return Err(ConsumerError::Credentials("the queue name is empty or longer than 255 octets"));
+    }
+    Ok(())
 }
 
 /// The broker URI of push credentials: their URL with their account and virtual host.
@@ -309,10 +316,7 @@ impl RawConsumer {
     /// Connects with the credentials of `GET /api/v1/device/push` (R-DISC-2 as `options.policy` says) and consumes
     /// the queue they name.
     pub async fn open(creds: &PushCredentials, options: &ConsumerOptions) -> Result<Self, ConsumerError> {
-        check_transport(&creds.url, options.policy)?;
-        if creds.queue.is_empty() || creds.queue.len() > roger_proto::push::MAX_ROUTING_KEY_LEN {
-            return Err(ConsumerError::Credentials("the queue name is empty or longer than 255 octets"));
-        }
+        check_credentials(creds, options.policy)?;
         let uri = credentials_uri(creds)?;
         let conn = connect(uri, options.ca_pem.as_deref(), &options.connection_name, options.connect_timeout).await?;
         let opened = tokio::time::timeout(options.connect_timeout, async {
