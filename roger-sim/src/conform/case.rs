@@ -385,45 +385,21 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     pi == p.len()
 }
 
-/// The mutants of our own MFP (`roger-sim mfp --mutant NAME`), one per kind of real-world mistake; client-mode
-/// cases name the ones they catch in [`Case::aimed_at`].
-pub const MFP_MUTANTS: [&str; 18] = [
-    "poll-too-fast",
-    "ignore-slow-down",
-    "reset-interval",
-    "poll-after-denied",
-    "reuse-old-refresh",
-    "no-early-refresh",
-    "give-up-invalid-client",
-    "every-401-fatal",
-    "qr-without-user-code",
-    "never-renew-qr",
-    "ignore-issuer",
-    "skip-tls-verify",
-    "token-in-query",
-    "resend-pin",
-    "keep-pin",
-    "log-tokens",
-    "trust-doorbell",
-    "no-poll-fallback",
-];
+/// The names of the mutants of our own MFP (`roger-sim mfp --mutant NAME`, [`MfpMutant::ALL`]), one per kind of
+/// real-world mistake; client-mode cases name the ones they catch in [`Case::aimed_at`].
+///
+/// [`MfpMutant::ALL`]: crate::mfp::mutant::MfpMutant::ALL
+pub fn mfp_mutants() -> Vec<&'static str> {
+    crate::mfp::mutant::MfpMutant::ALL.iter().map(|m| m.name()).collect()
+}
 
-/// The mutants of our own server (`roger-sim server --mutant NAME`); server-mode cases name the ones they catch.
-pub const SERVER_MUTANTS: [&str; 13] = [
-    "no-slow-down",
-    "double-redeem",
-    "no-rotation",
-    "no-reuse-detection",
-    "no-lost-answer-grace",
-    "no-sliding-expiry",
-    "weak-user-codes",
-    "no-approval-rate-limit",
-    "no-lockout",
-    "error-500-on-bad-input",
-    "no-no-store",
-    "plaintext-secret",
-    "no-step2-binding",
-];
+/// The names of the mutants of our own server (`roger-sim server --mutant NAME`, [`ServerMutant::ALL`]);
+/// server-mode cases name the ones they catch.
+///
+/// [`ServerMutant::ALL`]: crate::server::mutant::ServerMutant::ALL
+pub fn server_mutants() -> Vec<&'static str> {
+    crate::server::mutant::ServerMutant::ALL.iter().map(|m| m.name()).collect()
+}
 
 #[cfg(test)]
 mod tests {

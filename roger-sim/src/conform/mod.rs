@@ -38,7 +38,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use case::{Case, Mode, MFP_MUTANTS, SERVER_MUTANTS};
+use case::{mfp_mutants, server_mutants, Case, Mode};
 use env::{KitContext, KitTls};
 use expected::ExpectedFailures;
 use report::{shell_quote, Report, RunInfo};
@@ -245,9 +245,9 @@ pub fn select_cases(mode: Mode, args: &CommonArgs) -> Result<Vec<Case>, ConformE
         }
     }
     if let Some(m) = &args.aimed_at {
-        let known: &[&str] = match mode {
-            Mode::Client => &MFP_MUTANTS,
-            Mode::Server => &SERVER_MUTANTS,
+        let known = match mode {
+            Mode::Client => mfp_mutants(),
+            Mode::Server => server_mutants(),
         };
         if !known.contains(&m.as_str()) {
             return Err(ConformError::NoSuchMutant { name: m.clone(), known: known.join(", ") });
