@@ -208,19 +208,23 @@ fn a_must_failure_exits_1_and_expected_failures_excuse_it_until_they_expire() {
             "[[expected_failure]]\ncase = \"rfc8628/3.3.1/*\"\nreason = \"vendor ticket 42\"\nexpires = {expires}\n"
         )
     };
+    // The same run each time; only the excuses file changes.
+    let run = || {
+        conform(&[
+            "client",
+            "--shim",
+            &shim,
+            "--case",
+            CASE,
+            "--quiet",
+            "--expected-failures",
+            excuses.to_str().unwrap(),
+            "--json",
+            j.to_str().unwrap(),
+        ])
+    };
     std::fs::write(&excuses, entry("2999-12-31")).unwrap();
-    let (code, stdout, _) = conform(&[
-        "client",
-        "--shim",
-        &shim,
-        "--case",
-        CASE,
-        "--quiet",
-        "--expected-failures",
-        excuses.to_str().unwrap(),
-        "--json",
-        j.to_str().unwrap(),
-    ]);
+    let (code, stdout, _) = run();
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("FAIL (expected)") && stdout.contains("vendor ticket 42"), "{stdout}");
     let r = json(&j);
@@ -229,18 +233,7 @@ fn a_must_failure_exits_1_and_expected_failures_excuse_it_until_they_expire() {
 
     // Past its date the entry excuses nothing and the report says so.
     std::fs::write(&excuses, entry("2001-01-01")).unwrap();
-    let (code, stdout, _) = conform(&[
-        "client",
-        "--shim",
-        &shim,
-        "--case",
-        CASE,
-        "--quiet",
-        "--expected-failures",
-        excuses.to_str().unwrap(),
-        "--json",
-        j.to_str().unwrap(),
-    ]);
+    let (code, stdout, _) = run();
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("expired on 2001-01-01"), "{stdout}");
     assert_eq!(json(&j)["expired_expected_failures"][0]["expires"], "2001-01-01");
