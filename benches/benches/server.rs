@@ -4,7 +4,10 @@
 //!
 //! * `refresh_grant`: `grant_type=refresh_token`, every request a valid rotation. Printers are registered
 //!   straight through the core beforehand; each connection owns a pool of them and always presents a printer's
-//!   newest refresh token (taken from the previous answer).
+//!   newest refresh token (taken from the previous answer). A connection moves the virtual clock [`ROUND_STEP`]
+//!   forward each time it has refreshed all of its printers, so every printer refreshes about once per access-token
+//!   lifetime, as real printers do: the server then holds about one live access token per printer, dropping expired
+//!   ones as it mints new ones, instead of every token minted during the run.
 //! * `device_code_pending`: `grant_type=urn:ietf:params:oauth:grant-type:device_code` for pending registration codes,
 //!   each answered `authorization_pending`, never `slow_down`: the codes are spread over the connections, the
 //!   interval is 1 s, and a connection moves the virtual clock 1 s forward (in-process, no sweep) each time it has
@@ -13,9 +16,8 @@
 //!   bare axum router on the same hyper/hyper-util connection setup as roger-sim's `serve`.
 //!
 //! A refresh costs the same however old its family is: refresh tokens carry their family's handle
-//! (docs/protocol.md C12), so reuse detection keeps no history. The access table does grow during a run (each
-//! rotation mints a 20-minute access token and the virtual clock never sweeps them), as on a server whose printers
-//! all refresh within one token lifetime. The end-of-run line prints how many rotations were made.
+//! (docs/protocol.md C12), so reuse detection keeps no history. The end-of-run line prints how many rotations were
+//! made. (How much memory a growing access table costs is `tests/server_memory.rs`'s question, not this one's.)
 //!
 //! Every answer is checked (status and body); an unexpected one panics, so a number is only ever reported for
 //! valid rotations and genuinely pending polls.
@@ -62,6 +64,9 @@ const BATCH: u64 = CONNECTIONS as u64 * 8;
 const PRINTERS: usize = 4096;
 /// Pending registration codes for the polling benchmark (312 or 313 per connection).
 const CODES: usize = 10_000;
+/// How far a refresh connection moves the virtual clock each time it has refreshed all of its printers: with every
+/// connection doing so, each printer refreshes about once per access-token lifetime (20 minutes), as printers do.
+const ROUND_STEP: Duration = Duration::from_secs(1200 / CONNECTIONS as u64);
 
 const GROUP: &str = "token_endpoint";
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -240,15 +245,15 @@ impl Workload for Hello {
 struct Refresh {
     tokens: Vec<String>,
     next: usize,
+    clock: SharedClock,
     answered: u64,
 }
 
-/// The value of `"name":"…"` in a flat JSON answer (the client's side of the benchmark stays cheap and equal for
-/// every request).
-fn json_string<'a>(body: &'a [u8], name: &str) -> Option<&'a str> {
+/// The value after `key` (`"name":"`, quotes included) in a flat JSON answer: the client's side of the benchmark
+/// stays cheap (no allocation, no JSON parser) and equal for every request.
+fn json_string<'a>(body: &'a [u8], key: &str) -> Option<&'a str> {
     let text = std::str::from_utf8(body).ok()?;
-    let key = format!("\"{name}\":\"");
-    let start = text.find(&key)? + key.len();
+    let start = text.find(key)? + key.len();
     let len = text[start..].find('"')?;
     Some(&text[start..start + len])
 }
@@ -261,12 +266,16 @@ impl Workload for Refresh {
     }
 
     fn answer(&mut self, status: StatusCode, body: &[u8]) {
-        let rotated = json_string(body, "refresh_token").filter(|_| status == StatusCode::OK);
+        let rotated = json_string(body, r#""refresh_token":""#).filter(|_| status == StatusCode::OK);
         let Some(rotated) = rotated else {
             panic!("refresh answered {status}: {}", String::from_utf8_lossy(body));
         };
         self.tokens[self.next] = rotated.to_owned();
         self.next = (self.next + 1) % self.tokens.len();
+        if self.next == 0 {
+            // Straight on the clock, as `Poll` does (no sweep): the server drops expired access tokens as it mints.
+            self.clock.advance(ROUND_STEP).expect("the virtual clock advances");
+        }
         self.answered += 1;
     }
 
@@ -289,7 +298,8 @@ impl Workload for Poll {
     }
 
     fn answer(&mut self, status: StatusCode, body: &[u8]) {
-        let pending = status == StatusCode::BAD_REQUEST && json_string(body, "error") == Some("authorization_pending");
+        let pending =
+            status == StatusCode::BAD_REQUEST && json_string(body, r#""error":""#) == Some("authorization_pending");
         assert!(pending, "poll answered {status}: {}", String::from_utf8_lossy(body));
         self.answered += 1;
         self.next += 1;
@@ -429,7 +439,10 @@ fn token_endpoint(c: &mut Criterion) {
 
     let (refresh_server, refresh_addr) = srv.block_on(start_roger(1));
     let tokens = register_printers(&refresh_server.shared, PRINTERS);
-    let refresh_work = deal(tokens).into_iter().map(|tokens| Refresh { tokens, next: 0, answered: 0 }).collect();
+    let refresh_work = deal(tokens)
+        .into_iter()
+        .map(|tokens| Refresh { tokens, next: 0, clock: refresh_server.shared.clock.clone(), answered: 0 })
+        .collect();
     let mut refresh_pool = cli.block_on(Pool::open(refresh_addr, refresh_work));
 
     let (poll_server, poll_addr) = srv.block_on(start_roger(2));

@@ -35,8 +35,8 @@ const REQUESTS: usize = 64;
 
 /// Upper bounds, allocations per request, measured through the router (see the module documentation). Raise one
 /// only with a reason in the commit message.
-const MAX_REFRESH: usize = 34;
-const MAX_PENDING_POLL: usize = 26;
+const MAX_REFRESH: usize = 28;
+const MAX_PENDING_POLL: usize = 24;
 
 fn form_request(path: &str, body: impl Into<Body>) -> Request<Body> {
     Request::post(path)

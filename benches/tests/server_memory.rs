@@ -280,7 +280,8 @@ fn registered_printer_footprint() {
         .sum::<usize>()
         / access.max(1);
     // The sweep also forgets the approvals' per-code rate-limit windows and shrinks the emptied user-code index;
-    // whatever of either is left shows up as "unaccounted".
+    // whatever of either is left shows up as "unaccounted", with the core's access-token expiry queue (one expiry
+    // and hash, 40 B, per live access token: `ServerCore::put_access`).
     let accounted = device_table.bytes + family_table.bytes + access_table.bytes + refresh_index.bytes;
 
     println!(
@@ -290,13 +291,13 @@ fn registered_printer_footprint() {
     print_row("freed by the sweep at +700 s (the redeemed codes)", swept, N);
     print_row("live heap, steady state (after that sweep)", steady, N);
     println!("  breakdown ({devices} devices, {families} families, {access} access tokens, {codes} codes left):");
-    print_row("devices: BTreeMap<Name, Box<Device>>", device_table, N);
+    print_row("devices: HashMap<Name, Box<Device>>", device_table, N);
     println!(
         "    inline Name {} + Device {} B; heap strings {device_strings} B (ids inline)",
         size_of::<Name>(),
         size_of::<Device>()
     );
-    print_row("families: BTreeMap<Name, Box<RefreshFamily>>", family_table, N);
+    print_row("families: HashMap<Name, Box<RefreshFamily>>", family_table, N);
     println!(
         "    inline Name {} + RefreshFamily {} B; heap strings {family_strings} B (ids inline)",
         size_of::<Name>(),

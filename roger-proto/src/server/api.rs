@@ -1033,15 +1033,18 @@ mod tests {
     /// Stores a token for `subject` with `scope` and authenticates it, as the front end would.
     fn principal(c: &mut ServerCore, name: &str, client: &str, subject: Subject, scope: &str) -> Principal {
         let plain = format!("tok-{name}");
-        c.put_access(AccessRecord {
-            hash: SecretHash::of(&plain),
-            client_id: client.into(),
-            tenant: "acme".into(),
-            subject,
-            scope: scope.into(),
-            expires: t0() + Duration::seconds(1200),
-            family: Some(format!("fam-{name}").into()),
-        });
+        c.put_access(
+            t0(),
+            AccessRecord {
+                hash: SecretHash::of(&plain),
+                client_id: client.into(),
+                tenant: "acme".into(),
+                subject,
+                scope: scope.into(),
+                expires: t0() + Duration::seconds(1200),
+                family: Some(format!("fam-{name}").into()),
+            },
+        );
         c.authenticate(t0(), Some(&format!("Bearer {plain}"))).expect("authenticates")
     }
 

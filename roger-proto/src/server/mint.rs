@@ -109,16 +109,18 @@ impl std::hash::Hasher for SecretHashHasher {
 /// per lookup and no node shifting on insert, where a B-tree compares 32-byte keys down its levels.
 pub type SecretHashMap<V> = std::collections::HashMap<SecretHash, V, std::hash::BuildHasherDefault<SecretHashHasher>>;
 
-/// Serialises a [`SecretHashMap`] in key order, so stores and `/sim/store` read the same from run to run.
+/// Serialises a hash table in key order, so stores and `/sim/store` read the same from run to run.
 ///
 /// # Errors
 /// Whatever the serializer reports.
-pub fn serialize_sorted<S: serde::Serializer, V: Serialize>(
-    map: &SecretHashMap<V>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    let mut entries: Vec<(&SecretHash, &V)> = map.iter().collect();
-    entries.sort_unstable_by_key(|(k, _)| **k);
+pub fn serialize_sorted<S, K, V, H>(map: &std::collections::HashMap<K, V, H>, serializer: S) -> Result<S::Ok, S::Error>
+where
+    S: serde::Serializer,
+    K: Ord + Serialize,
+    V: Serialize,
+{
+    let mut entries: Vec<(&K, &V)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     serializer.collect_map(entries)
 }
 
@@ -229,7 +231,11 @@ impl Minter {
     pub fn secret(&mut self, kind: SecretKind) -> (String, SecretHash) {
         let mut bytes = zeroize::Zeroizing::new([0u8; SECRET_BYTES]);
         self.rng.fill_bytes(bytes.as_mut());
-        let plain = format!("{}{}", kind.prefix(), URL_SAFE_NO_PAD.encode(bytes.as_ref()));
+        // One allocation, sized up front (a `format!` of the encoded bytes would make three).
+        let prefix = kind.prefix();
+        let mut plain = String::with_capacity(prefix.len() + SECRET_BYTES.div_ceil(3) * 4);
+        plain.push_str(prefix);
+        URL_SAFE_NO_PAD.encode_string(bytes.as_ref(), &mut plain);
         let hash = SecretHash::of(&plain);
         (plain, hash)
     }

@@ -151,19 +151,22 @@ impl ServerCore {
         tenant: &str,
         subject: Subject,
         scope: &str,
-        family: Option<String>,
+        family: Option<Name>,
     ) -> (AccessToken, u64) {
         let lifetime = self.settings(tenant).access_token_secs;
         let (plain, hash) = self.minter.secret(SecretKind::AccessToken);
-        self.put_access(AccessRecord {
-            hash,
-            client_id: client.into(),
-            tenant: tenant.into(),
-            subject,
-            scope: scope.into(),
-            expires: now + secs(lifetime),
-            family: family.map(Into::into),
-        });
+        self.put_access(
+            now,
+            AccessRecord {
+                hash,
+                client_id: client.into(),
+                tenant: tenant.into(),
+                subject,
+                scope: scope.into(),
+                expires: now + secs(lifetime),
+                family,
+            },
+        );
         (AccessToken::new(plain), lifetime)
     }
 
@@ -239,7 +242,8 @@ impl ServerCore {
         } else {
             (None, None)
         };
-        let (at, lifetime) = self.mint_access(now, client, tenant, subject.clone(), scope, family.clone());
+        let (at, lifetime) =
+            self.mint_access(now, client, tenant, subject.clone(), scope, family.as_deref().map(Name::from));
         let hash = SecretHash::of(at.secret());
         (self.token_response(at, lifetime, refresh_token, scope, tenant, &subject), hash, family)
     }
@@ -600,10 +604,10 @@ impl ServerCore {
         if !mutations.has(Mutation::NoSlidingExpiry) {
             fam.expires = now + lifetime;
         }
-        let scope = requested_scope.unwrap_or(&fam.scope).to_owned();
+        // Inline strings (no allocation) for the scope, like the tenant.
+        let scope = Name::from(requested_scope.unwrap_or(&fam.scope));
         let (subject, tenant) = (fam.subject.clone(), fam.tenant.clone());
-        let (at, lifetime) =
-            self.mint_access(now, client, &tenant, subject.clone(), &scope, Some(family_id.to_string()));
+        let (at, lifetime) = self.mint_access(now, client, &tenant, subject.clone(), &scope, Some(family_id));
         Ok(self.token_response(at, lifetime, Some(RefreshToken::new(new_plain)), &scope, &tenant, &subject))
     }
 
@@ -1119,6 +1123,61 @@ mod tests {
         let rt2 = refresh(&mut c, at(80 * day), &rt1).unwrap().refresh_token.unwrap();
         let rt3 = refresh(&mut c, at(160 * day), &rt2).unwrap().refresh_token.unwrap();
         assert!(refresh(&mut c, at(250 * day + 1), &rt3).is_err());
+    }
+
+    /// R-TOK-1 lifetimes with refreshes around the clock: minting drops the access tokens that expired, so a printer
+    /// refreshing once per lifetime keeps at most two stored (the one it holds and the one just minted), not every
+    /// token it was ever given, and the one it holds stays valid.
+    #[test]
+    fn minting_drops_expired_access_tokens() {
+        let mut c = core();
+        let lifetime = i64::try_from(c.settings("acme").access_token_secs).unwrap();
+        let mut rt = register(&mut c).refresh_token.unwrap();
+        let mut held = None;
+        for round in 1..=50 {
+            let now = at(round * lifetime);
+            let a = refresh(&mut c, now, &rt).unwrap();
+            rt = a.refresh_token.clone().unwrap();
+            assert!(c.state().access.len() <= 2, "round {round}: {} access tokens stored", c.state().access.len());
+            assert!(c.state().access.values().all(|t| t.expires > now), "round {round}: an expired token is kept");
+            assert!(c.authenticate(now, Some(&format!("Bearer {}", a.access_token.secret()))).is_ok());
+            held = Some(a.access_token);
+        }
+        assert!(c.access_expiry.len() <= 2, "the expiry queue keeps up: {}", c.access_expiry.len());
+        let held = held.unwrap();
+        assert!(c.authenticate(at(50 * lifetime + 1), Some(&format!("Bearer {}", held.secret()))).is_ok());
+    }
+
+    /// The expiry queue is in minting order: a token behind a longer-lived one waits for the sweep, a revoked one is
+    /// skipped, and a core rebuilt from stored records (a restart with `--state`) rebuilds the queue in expiry order.
+    #[test]
+    fn access_expiry_queue_order_revocation_and_restart() {
+        let mut c = core();
+        let subject = || Subject::Device { device_id: "dev-1".into() };
+        // Tokens of no tenant get the defaults: 10,000 s here, against `acme`'s 1,200 s.
+        c.defaults.access_token_secs = 10_000;
+        let (long, _) = c.mint_access(t0(), "emb-acme", "other", subject(), scope::DEVICE, None);
+        let (short, _) = c.mint_access(t0(), "emb-acme", "acme", subject(), scope::DEVICE, Some("fam-x".into()));
+        let (kept, _) = c.mint_access(t0(), "emb-acme", "acme", subject(), scope::DEVICE, None);
+        c.revoke_family("fam-x");
+        let stored = |c: &ServerCore, t: &AccessToken| c.state().access.contains_key(&SecretHash::of(t.secret()));
+        assert!(!stored(&c, &short) && stored(&c, &kept));
+        // At 2,000 s `kept` has expired, but it sits behind `long`: minting leaves it for the sweep.
+        c.mint_access(at(2_000), "emb-acme", "acme", subject(), scope::DEVICE, None);
+        assert!(stored(&c, &long) && stored(&c, &kept));
+        c.sweep(at(2_000));
+        assert!(stored(&c, &long) && !stored(&c, &kept));
+        assert_eq!(c.access_expiry.len(), 2, "the sweep dropped the queue entries it made stale");
+
+        // Restart: the queue is rebuilt in expiry order, so the short-lived token no longer waits for `long`.
+        let minter =
+            super::super::mint::Minter::new(Box::new(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7)));
+        let mut r = ServerCore::from_state(API, *c.defaults(), minter, c.state().clone());
+        let latest = |c: &ServerCore| c.state().access.values().map(|a| a.expires).min().unwrap();
+        assert_eq!(latest(&r), at(2_000 + 1_200));
+        r.mint_access(at(3_300), "emb-acme", "acme", subject(), scope::DEVICE, None);
+        assert!(r.state().access.values().all(|a| a.expires > at(3_300)), "the expired token was dropped");
+        assert!(stored(&r, &long));
     }
 
     /// PROTOCOL.md §7: device-bound authentication for session codes; failures are 401 invalid_client with the

@@ -789,20 +789,14 @@ impl ClientEnv {
         self.fault_seq += 1;
         let plan = FaultPlan { seed: self.seed ^ self.fault_seq, rules };
         let text = serde_json::to_string(&plan).unwrap_or_default();
-        self.server
-            .shared
-            .faults
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set(plan)
-            .map_err(|e| CaseError::Kit(format!("fault plan: {e}")))?;
+        self.server.shared.faults.set(plan).map_err(|e| CaseError::Kit(format!("fault plan: {e}")))?;
         self.note(EvidenceSource::Kit, format!("fault plan set: {text}"));
         Ok(())
     }
 
     /// How often each rule of the fault plan was applied.
     pub fn faults_applied(&self) -> Vec<u64> {
-        let status = self.server.shared.faults.lock().unwrap_or_else(|e| e.into_inner()).status();
+        let status = self.server.shared.faults.status();
         status.rules.iter().map(|r| r.applied).collect()
     }
 

@@ -58,7 +58,7 @@ async fn call(
         }
         Ok(who) => {
             e.authenticated = true;
-            e.client_id = Some(who.client_id.clone());
+            e.client_id = Some(who.client_id.as_str().into());
             let mut drive = s.drive.clone();
             match s.act(|core, now| f(core, now, &who, &mut drive)) {
                 Err(r) => r,

@@ -21,6 +21,8 @@ pub struct Shared {
     pub core: Mutex<ServerCore>,
     /// Where the journal goes.
     pub store: Mutex<Store>,
+    /// Whether the store is a file (`--state`): only then is the journal written, under the core lock.
+    pub persistent: bool,
     /// The clock every lifetime reads.
     pub clock: SharedClock,
     /// The push bus.
@@ -45,7 +47,7 @@ pub struct Shared {
     /// Whether the API listener speaks TLS (cookies get `Secure`).
     pub tls: bool,
     /// The fault plan of `/sim/faults` and its seeded random stream (DESIGN.md "Faults").
-    pub faults: Mutex<super::faults::Faults>,
+    pub faults: super::faults::FaultState,
     /// What the API listener received in request bodies (R-DATA-1 evidence, `GET /sim/traffic`).
     pub traffic: super::traffic::Traffic,
     /// The test-only mutant this server runs, if any, and what it keeps ([`super::mutant`]).
@@ -67,24 +69,22 @@ impl Shared {
     /// Runs `f` on the core at `now`, commits the journal (before the caller answers), and publishes push
     /// messages. A failed commit answers 503: the client retries, nothing was promised.
     pub fn act<R>(&self, f: impl FnOnce(&mut ServerCore, OffsetDateTime) -> R) -> Result<R, Response> {
-        let now = self.now();
         let mut core = lock(&self.core);
+        let now = self.now();
         let result = f(&mut core, now);
         let push = core.take_push();
-        let mut store = lock(&self.store);
         // Devices created or updated by this request (their queues are declared below).
-        let devices: Vec<String> = if store.is_persistent() {
+        let devices: Vec<String> = if self.persistent {
             let changes = core.take_changes();
-            if let Err(e) = store.commit(&changes) {
+            if let Err(e) = lock(&self.store).commit(&changes) {
                 tracing::error!("state commit failed: {e}");
                 return Err(problem(&ApiFailure::new(503, "unavailable", "State could not be saved; retry")));
             }
             changes.into_iter().filter(|c| c.table == Table::Devices && c.value.is_some()).map(|c| c.key).collect()
         } else {
-            // Nothing to write: the keys suffice, no record is serialised.
+            // Nothing to write (and no store lock to take): the keys suffice, no record is serialised.
             core.take_changed_keys(Table::Devices)
         };
-        drop(store);
         drop(core);
         // PROTOCOL.md §11: the server declares each device's queue, so doorbells published before the printer
         // first subscribes wait for it instead of being dropped.

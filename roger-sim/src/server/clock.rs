@@ -17,8 +17,8 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -162,13 +162,20 @@ impl Clock for SystemClock {
 /// moves forward").
 ///
 /// Real time is measured from a wall-clock anchor taken at construction plus the monotone [`Instant`] elapsed since,
-/// so the clock is monotone even if the host's wall clock is stepped back. Thread-safe: the offset sits behind a
-/// mutex, and [`Clock::advance`] returns the time that includes its own step.
+/// so the clock is monotone even if the host's wall clock is stepped back. Thread-safe without a lock (every request
+/// reads the clock): the offset is an atomic count of nanoseconds, so it reaches at most about 584 years, and
+/// [`Clock::advance`] returns the time that includes its own step.
 #[derive(Debug)]
 pub struct VirtualClock {
     anchor_wall: OffsetDateTime,
     anchor: Instant,
-    offset: Mutex<Duration>,
+    /// The offset in nanoseconds.
+    offset: AtomicU64,
+}
+
+/// `offset` in nanoseconds, if it fits the atomic.
+fn offset_nanos(offset: Duration) -> Option<u64> {
+    u64::try_from(offset.as_nanos()).ok()
 }
 
 impl Default for VirtualClock {
@@ -186,7 +193,9 @@ impl VirtualClock {
     /// A virtual clock that starts `offset` ahead of real time: a restarted server passes the offset the store kept
     /// (`store::META_CLOCK_OFFSET`), so time never runs backwards across a restart.
     pub fn starting_at_offset(offset: Duration) -> Self {
-        Self { anchor_wall: OffsetDateTime::now_utc(), anchor: Instant::now(), offset: Mutex::new(offset) }
+        // A stored offset beyond the atomic's range cannot have been written by `advance`; the furthest it allows.
+        let offset = AtomicU64::new(offset_nanos(offset).unwrap_or(u64::MAX));
+        Self { anchor_wall: OffsetDateTime::now_utc(), anchor: Instant::now(), offset }
     }
 
     /// A virtual clock behind an [`Arc`], ready to share.
@@ -195,7 +204,7 @@ impl VirtualClock {
     }
 
     fn current_offset(&self) -> Duration {
-        *self.offset.lock().unwrap_or_else(PoisonError::into_inner)
+        Duration::from_nanos(self.offset.load(Ordering::Acquire))
     }
 
     fn at(&self, offset: Duration) -> Option<OffsetDateTime> {
@@ -216,14 +225,21 @@ impl Clock for VirtualClock {
     }
 
     fn advance(&self, by: Duration) -> Result<OffsetDateTime, ClockError> {
-        let mut offset = self.offset.lock().unwrap_or_else(PoisonError::into_inner);
-        let next = offset.checked_add(by).ok_or(ClockError::Overflow(by))?;
+        let overflow = || ClockError::Overflow(by);
         // Refuse a step after which `now` would leave the representable range (year 9999) in the next century too.
         let margin = Duration::from_secs(100 * 366 * 24 * 3600);
-        let now = self.at(next).ok_or(ClockError::Overflow(by))?;
-        self.at(next.checked_add(margin).ok_or(ClockError::Overflow(by))?).ok_or(ClockError::Overflow(by))?;
-        *offset = next;
-        Ok(now)
+        let mut current = self.offset.load(Ordering::Acquire);
+        loop {
+            let next = Duration::from_nanos(current).checked_add(by).ok_or_else(overflow)?;
+            let next_nanos = offset_nanos(next).ok_or_else(overflow)?;
+            let now = self.at(next).ok_or_else(overflow)?;
+            self.at(next.checked_add(margin).ok_or_else(overflow)?).ok_or_else(overflow)?;
+            // Concurrent steps both count: whoever lost the race adds its step to the winner's offset.
+            match self.offset.compare_exchange(current, next_nanos, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(now),
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     fn offset(&self) -> Duration {
@@ -312,6 +328,29 @@ mod tests {
                 t.join().expect("thread");
             }
         }
+    }
+
+    /// Steps taken at the same time from several threads all count (the offset is one atomic, not a lock), and an
+    /// offset beyond the atomic's range (about 584 years) is refused.
+    #[test]
+    fn concurrent_steps_all_count() {
+        let c = Arc::new(VirtualClock::new());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        c.advance(Duration::from_secs(1)).expect("advance");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a stepping thread");
+        }
+        assert_eq!(c.offset(), Duration::from_secs(4000));
+        assert!(matches!(c.advance(Duration::from_secs(600 * 366 * 24 * 3600)), Err(ClockError::Overflow(_))));
+        assert_eq!(c.offset(), Duration::from_secs(4000), "a refused step changes nothing");
     }
 
     /// The system clock refuses `advance` and has no offset.

@@ -18,6 +18,7 @@
 //! writing anything. The client sees a connection error, as after a lost answer (R-TOK-3, R-DEV-1, R-PWD-1).
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -296,6 +297,51 @@ impl Default for Faults {
     }
 }
 
+/// The fault state of one server ([`Shared::faults`]): [`Faults`] behind a lock, and whether a plan is set, readable
+/// without it. Every request of the API listener asks ([`targets`]) and almost always none is, so that answer takes
+/// no lock.
+#[derive(Debug, Default)]
+pub struct FaultState {
+    armed: AtomicBool,
+    faults: Mutex<Faults>,
+}
+
+impl FaultState {
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        lock(&self.faults)
+    }
+
+    /// [`Faults::set`].
+    pub fn set(&self, plan: FaultPlan) -> Result<(), PlanError> {
+        let mut f = self.faults();
+        f.set(plan)?;
+        self.armed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// [`Faults::clear`].
+    pub fn clear(&self) {
+        let mut f = self.faults();
+        f.clear();
+        self.armed.store(false, Ordering::Release);
+    }
+
+    /// [`Faults::status`].
+    pub fn status(&self) -> FaultStatus {
+        self.faults().status()
+    }
+
+    /// [`Faults::targets`], without the lock while no plan is set.
+    pub fn targets(&self, path: &str) -> bool {
+        self.armed.load(Ordering::Acquire) && self.faults().targets(path)
+    }
+
+    /// [`Faults::choose`].
+    pub fn choose(&self, path: &str, grant_type: Option<&str>) -> Option<Chosen> {
+        self.faults().choose(path, grant_type)
+    }
+}
+
 /// A fault chosen for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chosen {
@@ -458,7 +504,7 @@ fn fault_entry(s: &Shared, req: &axum::http::request::Parts, rule: &FaultRule, f
     e.authenticated = req.headers.contains_key(header::AUTHORIZATION);
     if let Some(f) = form {
         e.grant_type = f.get("grant_type").map(|g| super::log::intern(g, &super::log::GRANT_TYPES));
-        e.client_id = f.get("client_id").map(str::to_owned);
+        e.client_id = f.get("client_id").map(Into::into);
         // Device-code polls: the code's hash prefix, its interval and the gap since its last processed poll, as
         // the token handler logs them (PROTOCOL.md §12: a poll is a poll, answered or not).
         if e.grant_type.as_deref() == Some(GRANT_DEVICE_CODE) {
@@ -484,7 +530,7 @@ fn rebuild(parts: &axum::http::request::Parts, body: &Bytes) -> Request {
 /// Whether the plan of `POST /sim/faults` may apply to a request for `path` (the API service's cheap first look;
 /// [`inject`] then decides).
 pub fn targets(s: &Shared, path: &str) -> bool {
-    lock(&s.faults).targets(path)
+    s.faults.targets(path)
 }
 
 /// Runs `req` through `router` (the API router without its service layer).
@@ -504,7 +550,7 @@ pub async fn inject(s: Arc<Shared>, req: Request, router: Router) -> Response {
     let form =
         (media_type(&parts.headers) == "application/x-www-form-urlencoded").then(|| Form::parse(&bytes).ok()).flatten();
     let grant_type = form.as_ref().and_then(|f| f.get("grant_type"));
-    let Some(chosen) = lock(&s.faults).choose(&path, grant_type) else {
+    let Some(chosen) = s.faults.choose(&path, grant_type) else {
         return next(&router, rebuild(&parts, &bytes)).await;
     };
     let rule = chosen.rule;

@@ -107,7 +107,7 @@ pub async fn device_authorization(State(s): S, headers: HeaderMap, body: Result<
         let form = read_oauth_form(&headers, &body)?;
         let req =
             DeviceAuthorizationRequest::from_parsed(&form).map_err(|err| oauth_invalid_request(&err.to_string()))?;
-        e.client_id = Some(req.client_id.clone());
+        e.client_id = Some(req.client_id.as_str().into());
         let out = s.act(|core, now| core.device_authorization(now, &req, authorization(&headers)))?;
         Ok(oauth_answer(&mut e, out))
     })()
@@ -119,19 +119,26 @@ pub async fn device_authorization(State(s): S, headers: HeaderMap, body: Result<
 
 /// `POST /oauth/token` (RFC 6749 §3.2, RFC 8628 §3.4).
 ///
-/// Takes the request whole rather than a `HeaderMap` extractor, which would copy the headers: this is the hot path
-/// of every printer (polls and refreshes).
+/// The hot path of every printer (polls and refreshes). It takes the request whole rather than a `HeaderMap`
+/// extractor, which would copy the headers, and awaits nothing but the body: the rest ([`token_answer`]) is
+/// synchronous, so the future axum allocates for each request holds only the headers and the body being read.
 pub async fn token(State(s): S, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let headers = parts.headers;
+    let (headers, body) = {
+        let (parts, body) = req.into_parts();
+        (parts.headers, body)
+    };
     let body = axum::body::to_bytes(body, MAX_BODY).await;
-    let mut e = entry(&s, &Method::POST, "/oauth/token");
-    e.authenticated = authorization(&headers).is_some();
+    token_answer(&s, &headers, body)
+}
+
+fn token_answer(s: &Shared, headers: &HeaderMap, body: Result<Bytes, axum::Error>) -> Response {
+    let mut e = entry(s, &Method::POST, "/oauth/token");
+    e.authenticated = authorization(headers).is_some();
     let resp = (|| {
         let body = body.map_err(|_| oauth_body_error())?;
-        let form = read_oauth_form(&headers, &body)?;
+        let form = read_oauth_form(headers, &body)?;
         e.grant_type = form.get("grant_type").map(|g| intern(g, &GRANT_TYPES));
-        e.client_id = form.get("client_id").map(str::to_owned);
+        e.client_id = form.get("client_id").map(Into::into);
         let req = TokenRequest::from_parsed(&form).map_err(|err| {
             let f = roger_proto::server::OAuthFailure::bad(err.oauth_code(), &err.to_string());
             e.outcome = Some(oauth_code(&f));
@@ -151,7 +158,7 @@ pub async fn token(State(s): S, req: Request) -> Response {
                     e.gap_ms = rec.last_poll.map(|p| (now - p).whole_milliseconds() as i64);
                 }
             }
-            core.token(now, req, authorization(&headers))
+            core.token(now, req, authorization(headers))
         })?;
         Ok(oauth_answer(&mut e, out))
     })()
@@ -169,7 +176,7 @@ pub async fn revoke(State(s): S, headers: HeaderMap, body: Result<Bytes, BytesRe
         let body = body_or_oauth_error(body)?;
         let form = read_oauth_form(&headers, &body)?;
         let req = RevocationRequest::from_parsed(&form).map_err(|err| oauth_invalid_request(&err.to_string()))?;
-        e.client_id = Some(req.client_id.clone());
+        e.client_id = Some(req.client_id.as_str().into());
         match s.act(|core, now| core.revoke(now, &req, authorization(&headers)))? {
             Ok(()) => Ok(ok_empty()),
             Err(f) => {
@@ -284,7 +291,7 @@ pub async fn authorize_form(State(s): S, uri: axum::http::Uri) -> Response {
     {
         Ok(req) => match s.read(|core, _| core.check_authorization_request(&req)) {
             Ok(()) => {
-                e.client_id = Some(req.client_id.clone());
+                e.client_id = Some(req.client_id.as_str().into());
                 login_page(&s, &req, None)
             }
             Err(f) => {
@@ -310,7 +317,7 @@ pub async fn authorize_submit(State(s): S, headers: HeaderMap, body: Result<Byte
         let form = LoginForm::from_form(&body).map_err(|err| {
             page(StatusCode::BAD_REQUEST, "Invalid sign-in request", &format!("<p>{}</p>", escape(&err.to_string())))
         })?;
-        e.client_id = Some(form.request.client_id.clone());
+        e.client_id = Some(form.request.client_id.as_str().into());
         let csrf_ok = cookie(&headers, CSRF_COOKIE).is_some_and(|nonce| {
             let expected = csrf_token(&s.csrf_key, &nonce);
             subtle_eq(expected.as_bytes(), form.csrf.secret().as_bytes())

@@ -267,6 +267,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let amqp_url = push.url.clone();
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
+        persistent: store.is_persistent(),
         store: Mutex::new(store),
         clock,
         bus,
@@ -279,7 +280,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         control_token: config.control_token.clone(),
         csrf_key,
         tls: tls.is_some(),
-        faults: Mutex::new(faults::Faults::default()),
+        faults: faults::FaultState::default(),
         traffic: Default::default(),
         mutant: super::mutant::MutantState::new(config.mutant),
     });
@@ -288,7 +289,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
     let tasks = vec![
         tokio::spawn(serve(api_listener, router(shared.clone()), acceptor.clone(), rx.clone())),
-        tokio::spawn(serve(drive_listener, crate::drive::router(drive), acceptor, rx)),
+        tokio::spawn(serve(drive_listener, crate::drive::router(drive), acceptor, rx.clone())),
+        tokio::spawn(sweep_periodically(shared.clone(), rx)),
     ];
     let info = ServerInfo {
         discovery: api.clone(),
@@ -361,6 +363,30 @@ pub(crate) async fn serve<S>(
     }
 }
 
+/// How often a running server sweeps what has expired ([`ServerCore::sweep`]), in real time.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sweeps the core every [`SWEEP_EVERY`] until shutdown. Expired device codes, authorization codes, tickets, jobs
+/// and refresh families have no other way out: without this a server on the system clock (or a virtual clock that
+/// is never advanced through `/sim/clock/advance`, which sweeps at once) would keep them for as long as it runs.
+/// Access tokens are also dropped as new ones are minted (`ServerCore::put_access`).
+async fn sweep_periodically(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; a fresh server has nothing to sweep.
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if shared.act(|core, now| core.sweep(now)).is_err() {
+                    tracing::warn!("the periodic sweep could not be committed; the next one retries");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// How many bytes the minter's generator produces before it reseeds from the operating system (as `rand`'s
 /// `ThreadRng`, 64 KiB: about a thousand secrets).
 pub const RESEED_AFTER_BYTES: u64 = 64 * 1024;
@@ -370,4 +396,31 @@ pub const RESEED_AFTER_BYTES: u64 = 64 * 1024;
 /// (`OsRng`) costs a system call per secret, a tenth of a refresh grant's CPU time (`benches/benches/server.rs`).
 fn os_seeded_rng() -> Result<ReseedingRng<ChaCha12Core, OsRng>, rand::Error> {
     Ok(ReseedingRng::new(ChaCha12Core::from_rng(OsRng)?, RESEED_AFTER_BYTES, OsRng))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roger_proto::device_authorization::DeviceAuthorizationRequest;
+
+    /// Nothing but the periodic sweep removes an expired code when the clock moves without `/sim/clock/advance`
+    /// (here the virtual clock is moved directly, as real time moves a system clock).
+    #[tokio::test(start_paused = true)]
+    async fn a_running_server_sweeps_on_its_own() {
+        let server = start(ServerConfig { plain_http: true, seed: Some(3), ..ServerConfig::default() })
+            .await
+            .expect("the server starts");
+        let shared = server.shared.clone();
+        let req = DeviceAuthorizationRequest::registration("emb-acme", "MX-1", "SN-1");
+        shared.act(|core, now| core.device_authorization(now, &req, None)).unwrap().expect("a code");
+        let codes = |s: &Shared| s.read(|core, _| core.state().codes.len());
+        assert_eq!(codes(&shared), 1);
+
+        shared.clock.advance(std::time::Duration::from_secs(30 * 24 * 3600)).expect("a virtual clock");
+        tokio::time::sleep(SWEEP_EVERY / 2).await;
+        assert_eq!(codes(&shared), 1, "no sweep before SWEEP_EVERY has passed");
+        tokio::time::sleep(SWEEP_EVERY).await;
+        assert_eq!(codes(&shared), 0, "the expired code was swept");
+        server.stop().await;
+    }
 }

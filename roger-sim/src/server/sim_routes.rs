@@ -172,7 +172,7 @@ pub async fn log(
 }
 
 fn faults_json(s: &Shared) -> Response {
-    json(200, &s.faults.lock().unwrap_or_else(|e| e.into_inner()).status())
+    json(200, &s.faults.status())
 }
 
 /// `GET /sim/faults`: the fault plan, with how often each rule was applied (DESIGN.md "Faults").
@@ -203,7 +203,7 @@ pub async fn post_faults(
         Ok(p) => p,
         Err(e) => return problem(&ApiFailure::bad_request(&format!("not a fault plan: {e}"))),
     };
-    if let Err(e) = s.faults.lock().unwrap_or_else(|e| e.into_inner()).set(plan) {
+    if let Err(e) = s.faults.set(plan) {
         return problem(&ApiFailure::bad_request(&e.to_string()));
     }
     faults_json(&s)
@@ -214,6 +214,6 @@ pub async fn delete_faults(State(s): S, ConnectInfo(peer): ConnectInfo<SocketAdd
     if let Err(r) = allowed(&s, &peer, &headers) {
         return r;
     }
-    s.faults.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    s.faults.clear();
     faults_json(&s)
 }
