@@ -70,6 +70,8 @@ impl Shared {
     /// messages. A failed commit answers 503: the client retries, nothing was promised.
     pub fn act<R>(&self, f: impl FnOnce(&mut ServerCore, OffsetDateTime) -> R) -> Result<R, Response> {
         let mut core = lock(&self.core);
+        // Read under the lock: requests apply their times in the order they change the core, so a poll's gap to
+        // the previous poll of its code is never negative, whichever request waited longer for the lock.
         let now = self.now();
         let result = f(&mut core, now);
         let push = core.take_push();

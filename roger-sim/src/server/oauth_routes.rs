@@ -120,7 +120,7 @@ pub async fn device_authorization(State(s): S, headers: HeaderMap, body: Result<
 /// `POST /oauth/token` (RFC 6749 §3.2, RFC 8628 §3.4).
 ///
 /// The hot path of every printer (polls and refreshes). It takes the request whole rather than a `HeaderMap`
-/// extractor, which would copy the headers, and awaits nothing but the body: the rest ([`token_answer`]) is
+/// extractor, which would copy the headers, and awaits nothing but the body: the rest (`token_answer`) is
 /// synchronous, so the future axum allocates for each request holds only the headers and the body being read.
 pub async fn token(State(s): S, req: Request) -> Response {
     let (headers, body) = {
@@ -131,6 +131,7 @@ pub async fn token(State(s): S, req: Request) -> Response {
     token_answer(&s, &headers, body)
 }
 
+/// The token endpoint's answer to a request whose body has been read (or failed to be).
 fn token_answer(s: &Shared, headers: &HeaderMap, body: Result<Bytes, axum::Error>) -> Response {
     let mut e = entry(s, &Method::POST, "/oauth/token");
     e.authenticated = authorization(headers).is_some();
