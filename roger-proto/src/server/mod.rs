@@ -650,17 +650,23 @@ impl ServerCore {
     /// token behind a longer-lived one waits for it (or for the next sweep), which only delays freeing its memory:
     /// an expired token is refused whether or not it is still stored.
     fn expire_access(&mut self, now: OffsetDateTime, limit: usize) {
-        let now = now.unix_timestamp();
+        let due = now.unix_timestamp();
         for _ in 0..limit {
-            match self.access_expiry.front() {
-                Some(&(expires, hash)) if expires <= now => {
+            let Some(&(expires, hash)) = self.access_expiry.front() else { break };
+            if expires > due {
+                break;
+            }
+            match self.state.access.get(&hash) {
+                // The queue keeps whole seconds: a token expiring later within this second is still valid.
+                Some(a) if a.expires > now => break,
+                Some(_) => {
                     self.access_expiry.pop_front();
-                    // Gone already if revoked or swept; never delete a token that is still valid.
-                    if self.state.access.get(&hash).is_some_and(|a| a.expires.unix_timestamp() <= now) {
-                        self.delete_access(&hash);
-                    }
+                    self.delete_access(&hash);
                 }
-                _ => break,
+                // Revoked or swept earlier.
+                None => {
+                    self.access_expiry.pop_front();
+                }
             }
         }
     }

@@ -1148,6 +1148,23 @@ mod tests {
         assert!(c.authenticate(at(50 * lifetime + 1), Some(&format!("Bearer {}", held.secret()))).is_ok());
     }
 
+    /// The queue keeps expiries in whole seconds; a token is never dropped before its exact expiry.
+    #[test]
+    fn access_tokens_are_dropped_no_sooner_than_they_expire() {
+        let mut c = core();
+        let subject = || Subject::Device { device_id: "dev-1".into() };
+        let half = Duration::milliseconds(500);
+        let (first, _) = c.mint_access(t0() + half, "emb-acme", "acme", subject(), scope::DEVICE, None);
+        let lifetime = i64::try_from(c.settings("acme").access_token_secs).unwrap();
+        let stored = |c: &ServerCore| c.state().access.contains_key(&SecretHash::of(first.secret()));
+        // 0.3 s before it expires (in the same whole second as its expiry), minting leaves it alone...
+        c.mint_access(at(lifetime) + Duration::milliseconds(200), "emb-acme", "acme", subject(), scope::DEVICE, None);
+        assert!(stored(&c));
+        // ...and drops it once it has expired.
+        c.mint_access(at(lifetime) + Duration::milliseconds(600), "emb-acme", "acme", subject(), scope::DEVICE, None);
+        assert!(!stored(&c));
+    }
+
     /// The expiry queue is in minting order: a token behind a longer-lived one waits for the sweep, a revoked one is
     /// skipped, and a core rebuilt from stored records (a restart with `--state`) rebuilds the queue in expiry order.
     #[test]
