@@ -4,8 +4,8 @@
 //!
 //! * `refresh_grant`: `grant_type=refresh_token`, every request a valid rotation. Printers are registered
 //!   straight through the core beforehand; each connection owns a pool of them and always presents a printer's
-//!   newest refresh token (taken from the previous answer). A connection moves the virtual clock [`ROUND_STEP`]
-//!   forward each time it has refreshed all of its printers, so every printer refreshes about once per access-token
+//!   newest refresh token (taken from the previous answer). A connection moves the virtual clock one access-token
+//!   lifetime / [`CONNECTIONS`] forward (the server's own setting) each time it has refreshed all of its printers, so every printer refreshes about once per access-token
 //!   lifetime, as real printers do: the server then holds about one live access token per printer, dropping expired
 //!   ones as it mints new ones, instead of every token minted during the run.
 //! * `device_code_pending`: `grant_type=urn:ietf:params:oauth:grant-type:device_code` for pending registration codes,
@@ -64,9 +64,6 @@ const BATCH: u64 = CONNECTIONS as u64 * 8;
 const PRINTERS: usize = 4096;
 /// Pending registration codes for the polling benchmark (312 or 313 per connection).
 const CODES: usize = 10_000;
-/// How far a refresh connection moves the virtual clock each time it has refreshed all of its printers: with every
-/// connection doing so, each printer refreshes about once per access-token lifetime (20 minutes), as printers do.
-const ROUND_STEP: Duration = Duration::from_secs(1200 / CONNECTIONS as u64);
 
 const GROUP: &str = "token_endpoint";
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -246,6 +243,9 @@ struct Refresh {
     tokens: Vec<String>,
     next: usize,
     clock: SharedClock,
+    /// How far the clock moves each time this connection has refreshed all of its printers: with every connection
+    /// doing so, each printer refreshes about once per access-token lifetime, as printers do.
+    round_step: Duration,
     answered: u64,
 }
 
@@ -274,7 +274,7 @@ impl Workload for Refresh {
         self.next = (self.next + 1) % self.tokens.len();
         if self.next == 0 {
             // Straight on the clock, as `Poll` does (no sweep): the server drops expired access tokens as it mints.
-            self.clock.advance(ROUND_STEP).expect("the virtual clock advances");
+            self.clock.advance(self.round_step).expect("the virtual clock advances");
         }
         self.answered += 1;
     }
@@ -439,9 +439,11 @@ fn token_endpoint(c: &mut Criterion) {
 
     let (refresh_server, refresh_addr) = srv.block_on(start_roger(1));
     let tokens = register_printers(&refresh_server.shared, PRINTERS);
+    let lifetime = refresh_server.shared.read(|core, _| core.settings("acme").access_token_secs);
+    let round_step = Duration::from_secs(lifetime) / CONNECTIONS as u32;
     let refresh_work = deal(tokens)
         .into_iter()
-        .map(|tokens| Refresh { tokens, next: 0, clock: refresh_server.shared.clock.clone(), answered: 0 })
+        .map(|tokens| Refresh { tokens, next: 0, clock: refresh_server.shared.clock.clone(), round_step, answered: 0 })
         .collect();
     let mut refresh_pool = cli.block_on(Pool::open(refresh_addr, refresh_work));
 
