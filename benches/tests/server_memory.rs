@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use roger_benches::alloc_count::{set_counting, CountingAllocator, Counts};
 use roger_benches::core_setup::{app_principal, drain, register_printer, registration_code, MFP};
 use roger_proto::device_authorization::DeviceAuthorizationRequest;
-use roger_proto::server::mint::{Minter, SecretHash};
+use roger_proto::server::mint::{Minter, SecretHash, SecretHashMap};
 use roger_proto::server::model::{
     AccessRecord, CodeState, Device, DeviceCodeRecord, Name, Redemption, RefreshFamily, Subject, Tenant, User,
     WireUserCode,
@@ -255,7 +255,7 @@ fn registered_printer_footprint() {
     let access_table = heap_of(|| s.access.clone());
     // Derived: family-handle hash → family id (one entry per family, however often it rotates).
     let refresh_index = heap_of(|| {
-        let mut m = HashMap::new();
+        let mut m = SecretHashMap::default();
         for f in s.families.values() {
             m.insert(f.handle, f.id.clone());
         }
@@ -309,7 +309,7 @@ fn registered_printer_footprint() {
         size_of::<SecretHash>(),
         size_of::<AccessRecord>()
     );
-    print_row("refresh_index: HashMap<SecretHash, Name> (rebuilt)", refresh_index, N);
+    print_row("refresh_index: SecretHashMap<Name> (rebuilt)", refresh_index, N);
     println!("  unaccounted: {:.1} B", (steady.bytes - accounted) as f64 / N as f64);
 
     drop(core);

@@ -413,7 +413,7 @@ pub struct ServerCore {
     /// Derived: user code → device-code hash.
     pub(crate) user_codes: HashMap<WireUserCode, SecretHash>,
     /// Derived: hash of a family handle → family id (every refresh token of a family carries its handle).
-    pub(crate) refresh_index: HashMap<SecretHash, Name>,
+    pub(crate) refresh_index: SecretHashMap<Name>,
     /// Derived: every access token's expiry (Unix seconds) and hash, in the order they were minted, so that minting
     /// drops expired tokens as it goes ([`ServerCore::expire_access`]). Entries of tokens revoked or swept earlier are
     /// skipped when they come up.
@@ -441,7 +441,7 @@ impl ServerCore {
             state,
             defaults,
             user_codes: HashMap::new(),
-            refresh_index: HashMap::new(),
+            refresh_index: SecretHashMap::default(),
             access_expiry: VecDeque::new(),
             limits: RateLimits::default(),
             dummy_hash: passwords::DummyHashes::default(),
@@ -450,7 +450,28 @@ impl ServerCore {
             outbox: Vec::new(),
         };
         core.reindex();
+        core.revoke_orphaned_families();
         core
+    }
+
+    /// Revokes every live refresh family of a device that is not in the state. The core never makes one (removing
+    /// a device revokes its families first, [`ServerCore::remove_device`]), but a store can be edited by hand; with
+    /// this, "a live device family has its device" holds for every core, and a refresh grant needs no device
+    /// lookup to refuse a removed printer.
+    fn revoke_orphaned_families(&mut self) {
+        let devices = &self.state.devices;
+        let orphans: Vec<Name> = self
+            .state
+            .families
+            .values()
+            .filter(|f| {
+                !f.revoked && matches!(&f.subject, Subject::Device { device_id } if !devices.contains_key(device_id))
+            })
+            .map(|f| f.id.clone())
+            .collect();
+        for id in orphans {
+            self.revoke_family(&id);
+        }
     }
 
     fn reindex(&mut self) {

@@ -554,11 +554,12 @@ impl ServerCore {
         if fam.revoked || fam.expires <= now {
             return Err(dead());
         }
-        if let Subject::Device { device_id } = &fam.subject {
-            if !self.state.devices.contains_key(device_id) {
-                return Err(dead());
-            }
-        }
+        // No device lookup: a live family's device exists (`remove_device` revokes its families first, and
+        // `from_state` revokes any a store holds without one), and this path runs for every printer refresh.
+        debug_assert!(
+            !matches!(&fam.subject, Subject::Device { device_id } if !self.state.devices.contains_key(device_id)),
+            "a live refresh family of a removed device"
+        );
         if let Some(s) = requested_scope {
             if !s.split(' ').all(|w| scope::contains(&fam.scope, w)) {
                 return Err(OAuthFailure::bad(E::InvalidScope, "a refresh cannot widen the scope"));
@@ -1195,6 +1196,43 @@ mod tests {
         r.mint_access(at(3_300), "emb-acme", "acme", subject(), scope::DEVICE, None);
         assert!(r.state().access.values().all(|a| a.expires > at(3_300)), "the expired token was dropped");
         assert!(stored(&r, &long));
+    }
+
+    /// A store that holds a live family of a device it does not hold (edited by hand: the core never writes one)
+    /// loads with that family revoked, so its refresh token is refused and nothing is minted for a missing printer.
+    #[test]
+    fn a_family_without_its_device_is_revoked_on_load() {
+        let mut c = core();
+        let reg = register(&mut c);
+        let rt = reg.refresh_token.unwrap();
+        let device_id = reg.device_id.unwrap();
+        let mut state = c.state().clone();
+        state.devices.remove(device_id.as_str());
+        let minter =
+            super::super::mint::Minter::new(Box::new(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7)));
+        let mut r = ServerCore::from_state(API, *c.defaults(), minter, state);
+        let family = |c: &ServerCore| {
+            c.state()
+                .families
+                .values()
+                .find(|f| f.subject == Subject::Device { device_id: device_id.as_str().into() })
+                .cloned()
+                .unwrap()
+        };
+        let fam = family(&r);
+        assert!(fam.revoked, "the orphaned family is revoked");
+        assert!(r.state().access.values().all(|a| a.family != Some(fam.id.clone())), "and its access tokens are gone");
+        assert_eq!(refresh(&mut r, at(100), &rt).unwrap_err().body.error, E::InvalidGrant);
+        assert!(
+            r.take_changes().iter().any(|ch| ch.table == super::super::Table::Families),
+            "the revocation is journalled"
+        );
+        // The same store with the device loads untouched, and the token still refreshes.
+        let minter =
+            super::super::mint::Minter::new(Box::new(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7)));
+        let mut whole = ServerCore::from_state(API, *c.defaults(), minter, c.state().clone());
+        assert!(!family(&whole).revoked);
+        assert!(refresh(&mut whole, at(100), &rt).is_ok());
     }
 
     /// PROTOCOL.md §7: device-bound authentication for session codes; failures are 401 invalid_client with the
