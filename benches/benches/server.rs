@@ -1,13 +1,15 @@
 //! Token-endpoint throughput (DESIGN.md "Benchmarks"): roger-sim's server in-process on loopback, driven by many
 //! keep-alive connections at once, beside an axum hello-world served the same way, measured in the same run; the
-//! reporter prints requests per second and the ratio ours / hello-world at the end.
+//! reporter prints requests per second and the ratio ours / hello-world at the end, then the same ratio from paired
+//! rounds that measure all three back to back ([`paired_rounds`]), which the machine's drift disturbs less.
 //!
 //! * `refresh_grant`: `grant_type=refresh_token`, every request a valid rotation. Printers are registered
 //!   straight through the core beforehand; each connection owns a pool of them and always presents a printer's
 //!   newest refresh token (taken from the previous answer). A connection moves the virtual clock one access-token
-//!   lifetime / [`CONNECTIONS`] forward (the server's own setting) each time it has refreshed all of its printers, so every printer refreshes about once per access-token
-//!   lifetime, as real printers do: the server then holds about one live access token per printer, dropping expired
-//!   ones as it mints new ones, instead of every token minted during the run.
+//!   lifetime / [`CONNECTIONS`] forward (the server's own setting) each time it has refreshed all of its printers,
+//!   so every printer refreshes about once per access-token lifetime, as real printers do: the server then holds
+//!   about one live access token per printer, dropping expired ones as it mints new ones, instead of every token
+//!   minted during the run.
 //! * `device_code_pending`: `grant_type=urn:ietf:params:oauth:grant-type:device_code` for pending registration codes,
 //!   each answered `authorization_pending`, never `slow_down`: the codes are spread over the connections, the
 //!   interval is 1 s, and a connection moves the virtual clock 1 s forward (in-process, no sweep) each time it has
@@ -210,6 +212,16 @@ impl<W: Workload> Pool<W> {
 
     fn answered(&self) -> u64 {
         self.conns.iter().map(|c| c.work.answered()).sum()
+    }
+
+    /// One turn of a paired round ([`paired_rounds`]): [`PAIRED_WARM_UP`] requests unmeasured, then
+    /// [`PAIRED_REQUESTS`] measured.
+    async fn paired_turn(&mut self) -> Turn {
+        self.run(PAIRED_WARM_UP).await;
+        let before = self.cpu;
+        let wall = self.run(PAIRED_REQUESTS).await;
+        let cpu = (self.cpu.requests > before.requests).then(|| self.cpu.server_cpu - before.server_cpu);
+        Turn { wall, cpu }
     }
 }
 
@@ -475,11 +487,98 @@ fn token_endpoint(c: &mut Criterion) {
         hello_pool.cpu,
         &[("refresh_token (rotation)", refresh_pool.cpu), ("device_code (pending)", poll_pool.cpu)],
     );
+    // Only in a measuring run (`--bench`): `cargo test --benches` runs each benchmark once, to see that it works.
+    if std::env::args().any(|a| a == "--bench") {
+        let rates = paired_rounds([
+            &mut || cli.block_on(hello_pool.paired_turn()),
+            &mut || cli.block_on(refresh_pool.paired_turn()),
+            &mut || cli.block_on(poll_pool.paired_turn()),
+        ]);
+        print_paired(&rates);
+    }
     drop((hello_pool, refresh_pool, poll_pool));
     srv.block_on(async {
         refresh_server.stop().await;
         poll_server.stop().await;
     });
+}
+
+/// What one turn of a paired round took: wall time, and the server threads' CPU time where it can be read.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    wall: Duration,
+    cpu: Option<Duration>,
+}
+
+/// Rates of one turn: requests per second of wall time, and per CPU-second of the server's threads.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rates {
+    wall: f64,
+    cpu: Option<f64>,
+}
+
+/// Rounds of the paired measurement ([`paired_rounds`]).
+const PAIRED_ROUNDS: usize = 15;
+/// Requests measured per workload and round (40 batches: about a fifth of a second).
+const PAIRED_REQUESTS: u64 = 40 * BATCH;
+/// Requests sent, unmeasured, before each measured run of a round: the first answers after switching from another
+/// workload's connections are slower (idle connections, cold caches) and would charge that to whichever workload
+/// comes next.
+const PAIRED_WARM_UP: u64 = 4 * BATCH;
+
+/// The paired measurement: [`PAIRED_ROUNDS`] rounds, each giving hello-world, the refresh grant and the pending poll
+/// one turn back to back ([`Pool::paired_turn`]), in an order that rotates from round to round. Returns the rates of
+/// each round, in the order of `runs` (hello-world first).
+///
+/// Criterion measures each benchmark in its own window, tens of seconds apart, and this shared 2-core machine's
+/// speed drifts between windows: in eight runs on one morning (two builds) the criterion ratio of the refresh grant
+/// ranged from 0.58 to 0.93, as hello-world and the refresh grant happened to be measured at different speeds.
+/// Within a round the three rates are measured within a second of each other, so a round's ratio compares like
+/// with like; the median over the rounds is the figure to judge, and the range shows how far single rounds stray.
+fn paired_rounds(mut runs: [&mut dyn FnMut() -> Turn; 3]) -> Vec<[Rates; 3]> {
+    let per_second = |d: Duration| PAIRED_REQUESTS as f64 / d.as_secs_f64();
+    (0..PAIRED_ROUNDS)
+        .map(|round| {
+            let mut rates = [Rates::default(); 3];
+            for k in 0..runs.len() {
+                let i = (round + k) % runs.len();
+                let turn = runs[i]();
+                rates[i] =
+                    Rates { wall: per_second(turn.wall), cpu: turn.cpu.filter(|c| !c.is_zero()).map(per_second) };
+            }
+            rates
+        })
+        .collect()
+}
+
+/// Prints the paired measurement: hello-world's median rate; for ours, the median rate and the median, lowest and
+/// highest per-round ratio to hello-world, by wall time (with the verdict) and per server CPU-second.
+fn print_paired(rounds: &[[Rates; 3]]) {
+    /// Median, lowest and highest.
+    fn spread(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
+        v.sort_by(f64::total_cmp);
+        Some((*v.get(v.len() / 2)?, *v.first()?, *v.last()?))
+    }
+    let target = roger_benches::SERVER_TARGET_RATIO;
+    println!(
+        "\npaired rounds ({} rounds of {PAIRED_REQUESTS} requests per workload, measured back to back in rotating \
+         order; ratio = ours / hello-world within each round, median [lowest, highest]):",
+        rounds.len()
+    );
+    if let Some((hello, _, _)) = spread(rounds.iter().map(|r| r[0].wall).collect()) {
+        println!("  axum hello-world                 {hello:>9.0}/s");
+    }
+    for (i, name) in [(1, "refresh_token (rotation)"), (2, "device_code (pending)")] {
+        let wall = spread(rounds.iter().map(|r| r[i].wall / r[0].wall).collect());
+        let rate = spread(rounds.iter().map(|r| r[i].wall).collect());
+        let (Some((ratio, lo, hi)), Some((rate, _, _))) = (wall, rate) else { continue };
+        let verdict = if ratio >= target { "WITHIN TARGET" } else { "UNDER TARGET" };
+        println!("  {name:<32} {rate:>9.0}/s   ratio {ratio:.2} [{lo:.2}, {hi:.2}] (target {target:.1}) {verdict}");
+        let cpu: Option<Vec<f64>> = rounds.iter().map(|r| Some(r[i].cpu? / r[0].cpu?)).collect();
+        if let Some((ratio, lo, hi)) = cpu.and_then(spread) {
+            println!("  {:<32} {:>11}   ratio {ratio:.2} [{lo:.2}, {hi:.2}] per server CPU-second", "", "");
+        }
+    }
 }
 
 /// The same comparison by the server threads' CPU time instead of wall time: requests per CPU-second of the two
