@@ -38,7 +38,7 @@ use settings::TenantSettings;
 /// The four tables that grow with the fleet (devices, device codes, access tokens, refresh families) hold their
 /// records boxed: a B-tree node (or hash-table slot) then moves and over-allocates 8-byte pointers instead of
 /// 200–300-byte records, which halves what a record costs in slack (`benches/tests/server_memory.rs` prints the
-/// breakdown). The tables a refresh grant reads or writes (access tokens, refresh families, devices) are hash
+/// breakdown). The tables every printer request reads or writes (access tokens, refresh families, devices) are hash
 /// tables: one probe per lookup where a B-tree of thousands of records walks several levels of cache-cold nodes.
 /// Access tokens moving to a [`SecretHashMap`] took the grant's core time from about 8 µs to 5 µs at 4,096
 /// printers; families and devices following cut the core lock's mean hold time in the server benchmark by a fifth.
