@@ -298,7 +298,7 @@ impl Default for Faults {
 }
 
 /// The fault state of one server ([`Shared::faults`]): [`Faults`] behind a lock, and whether a plan is set, readable
-/// without it. Every request of the API listener asks ([`targets`]) and almost always none is, so that answer takes
+/// without it. Every request of the API listener asks ([`FaultState::targets`]) and almost always none is, so that answer takes
 /// no lock.
 #[derive(Debug, Default)]
 pub struct FaultState {
@@ -331,7 +331,8 @@ impl FaultState {
         self.faults().status()
     }
 
-    /// [`Faults::targets`], without the lock while no plan is set.
+    /// Whether the plan of `POST /sim/faults` may apply to a request for `path` ([`Faults::targets`]): the API
+    /// service's cheap first look, without the lock while no plan is set; [`inject`] then decides.
     pub fn targets(&self, path: &str) -> bool {
         self.armed.load(Ordering::Acquire) && self.faults().targets(path)
     }
@@ -525,12 +526,6 @@ fn fault_entry(s: &Shared, req: &axum::http::request::Parts, rule: &FaultRule, f
 
 fn rebuild(parts: &axum::http::request::Parts, body: &Bytes) -> Request {
     Request::from_parts(parts.clone(), Body::from(body.clone()))
-}
-
-/// Whether the plan of `POST /sim/faults` may apply to a request for `path` (the API service's cheap first look;
-/// [`inject`] then decides).
-pub fn targets(s: &Shared, path: &str) -> bool {
-    s.faults.targets(path)
 }
 
 /// Runs `req` through `router` (the API router without its service layer).

@@ -60,7 +60,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> ApiFuture {
         let req = req.map(|b| counted(self.shared.clone(), b));
-        let inner = if faults::targets(&self.shared, req.uri().path()) {
+        let inner = if self.shared.faults.targets(req.uri().path()) {
             Inner::Faulted(Box::pin(faults::inject(self.shared.clone(), req, self.router.clone())))
         } else {
             Inner::Direct(tower::Service::call(&mut self.router, req))
