@@ -214,14 +214,18 @@ impl<W: Workload> Pool<W> {
         self.conns.iter().map(|c| c.work.answered()).sum()
     }
 
-    /// One turn of a paired round ([`paired_rounds`]): [`PAIRED_WARM_UP`] requests unmeasured, then
-    /// [`PAIRED_REQUESTS`] measured.
-    async fn paired_turn(&mut self) -> Turn {
+    /// One turn of a paired round ([`paired_rounds`]): [`PAIRED_WARM_UP`] requests unmeasured, then the rates of
+    /// [`PAIRED_REQUESTS`].
+    async fn paired_turn(&mut self) -> Rates {
+        let per_second = |d: Duration| PAIRED_REQUESTS as f64 / d.as_secs_f64();
         self.run(PAIRED_WARM_UP).await;
         let before = self.cpu;
         let wall = self.run(PAIRED_REQUESTS).await;
-        let cpu = (self.cpu.requests > before.requests).then(|| self.cpu.server_cpu - before.server_cpu);
-        Turn { wall, cpu }
+        let cpu = self.cpu.server_cpu - before.server_cpu;
+        Rates {
+            wall: per_second(wall),
+            cpu: (self.cpu.requests > before.requests && !cpu.is_zero()).then(|| per_second(cpu)),
+        }
     }
 }
 
@@ -503,13 +507,6 @@ fn token_endpoint(c: &mut Criterion) {
     });
 }
 
-/// What one turn of a paired round took: wall time, and the server threads' CPU time where it can be read.
-#[derive(Debug, Clone, Copy)]
-struct Turn {
-    wall: Duration,
-    cpu: Option<Duration>,
-}
-
 /// Rates of one turn: requests per second of wall time, and per CPU-second of the server's threads.
 #[derive(Debug, Clone, Copy, Default)]
 struct Rates {
@@ -535,16 +532,13 @@ const PAIRED_WARM_UP: u64 = 4 * BATCH;
 /// ranged from 0.58 to 0.93, as hello-world and the refresh grant happened to be measured at different speeds.
 /// Within a round the three rates are measured within a second of each other, so a round's ratio compares like
 /// with like; the median over the rounds is the figure to judge, and the range shows how far single rounds stray.
-fn paired_rounds(mut runs: [&mut dyn FnMut() -> Turn; 3]) -> Vec<[Rates; 3]> {
-    let per_second = |d: Duration| PAIRED_REQUESTS as f64 / d.as_secs_f64();
+fn paired_rounds(mut runs: [&mut dyn FnMut() -> Rates; 3]) -> Vec<[Rates; 3]> {
     (0..PAIRED_ROUNDS)
         .map(|round| {
             let mut rates = [Rates::default(); 3];
             for k in 0..runs.len() {
                 let i = (round + k) % runs.len();
-                let turn = runs[i]();
-                rates[i] =
-                    Rates { wall: per_second(turn.wall), cpu: turn.cpu.filter(|c| !c.is_zero()).map(per_second) };
+                rates[i] = runs[i]();
             }
             rates
         })
