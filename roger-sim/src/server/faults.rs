@@ -536,8 +536,8 @@ async fn next(router: &Router, req: Request) -> Response {
     }
 }
 
-/// Applies the plan of `POST /sim/faults` to a request whose path the plan [`targets`], as described in the module
-/// documentation; `router` processes whatever the chosen fault lets through.
+/// Applies the plan of `POST /sim/faults` to a request whose path the plan [`targets`](FaultState::targets), as
+/// described in the module documentation; `router` processes whatever the chosen fault lets through.
 pub async fn inject(s: Arc<Shared>, req: Request, router: Router) -> Response {
     let path = req.uri().path().to_owned();
     let (parts, body) = req.into_parts();
