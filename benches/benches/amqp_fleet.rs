@@ -107,7 +107,8 @@ fn ms(d: Duration) -> f64 {
 /// Registers one printer: the admin approves its registration code (PROTOCOL.md §5).
 async fn register(admin: &mut Phone, mfp: &MfpHandle) -> Result<(), String> {
     let shown = mfp.register().await.map_err(|e| format!("registration code: {e}"))?;
-    let code = admin.scan_payload(&shown.qr).map_err(|e| e.to_string())?;
+    let qr = shown.qr.as_deref().ok_or("the simulated server always sends a QR payload")?;
+    let code = admin.scan_payload(qr).map_err(|e| e.to_string())?;
     let review = admin.look_up(&code).await.map_err(|e| e.to_string())?;
     admin.approve(&review, Some(CodeKind::Registration)).await.map_err(|e| e.to_string())?;
     mfp.wait_for(PanelState::Idle, Duration::from_secs(120)).await.map_err(|v| format!("not idle: {:?}", v.state))?;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use roger_proto::discovery::TransportPolicy;
 use roger_proto::driver::reqwest_transport::ReqwestTransport;
+use roger_proto::driver::Driver;
+use roger_proto::error::PeerReport;
 use roger_proto::lifecycle::PersistedConnection;
 
 pub mod transfer;
@@ -78,6 +80,19 @@ pub fn transport(ca: Option<&Path>) -> Result<ReqwestTransport, String> {
         None => None,
     };
     ReqwestTransport::new(pem.as_deref()).map_err(|e| e.to_string())
+}
+
+/// A driver over `transport` that writes every deviation of the server it reads past or refuses to stderr as a
+/// warning, once per kind (docs/protocol.md §7): `warning: POST /oauth/device_authorization: … (RFC 8628 §6.1, …)`.
+/// The line names the endpoint, the rule and the violation, never a value. Your firmware: its own log, at warn
+/// level, so a printer that does not register shows why on the first screen.
+pub fn driver(transport: ReqwestTransport) -> Driver<ReqwestTransport> {
+    Driver::new(transport).on_peer_report(|r| eprintln!("{}", warning(r)))
+}
+
+/// The warning line of a [`PeerReport`] (see [`driver`]).
+pub fn warning(r: &PeerReport) -> String {
+    format!("warning: the server's answer deviates: {r}")
 }
 
 /// The exit code of an example: 0, 2 for a bad command line (the message is the usage), 1 for a failed run.

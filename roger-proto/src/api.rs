@@ -236,7 +236,9 @@ pub enum JobSource {
     Unknown,
 }
 
-/// One queued job (PROTOCOL.md §9 `GET /api/v1/jobs?state=queued`).
+/// One queued job (docs/protocol.md §3.13 `GET /api/v1/jobs?state=queued`). Read item by item with
+/// [`classify_job_list`]: `id` and `file_name` are needed (an item without them is left out); the rest has a
+/// default when a server leaves it out (docs/protocol.md §7).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Job {
@@ -244,18 +246,21 @@ pub struct Job {
     pub id: String,
     /// The document's file name (kept under R-DATA-2).
     pub file_name: String,
-    /// Page count.
+    /// Page count; `0` when the server did not say (the printer counts the pages it prints).
+    #[serde(default)]
     pub pages: u32,
-    /// Drive or desktop.
+    /// Drive or desktop; [`JobSource::Unknown`] for a source this crate does not know, which is still released
+    /// (the release answer says how the document comes).
     pub source: JobSource,
-    /// When the job was queued.
-    #[serde(with = "time::serde::rfc3339")]
-    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
-    pub created: OffsetDateTime,
-    /// When the queued job lapses (default 7 days, PROTOCOL.md §3).
-    #[serde(with = "time::serde::rfc3339")]
-    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
-    pub expires: OffsetDateTime,
+    /// When the job was queued (informational; absent when the server did not say).
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Rfc3339>"))]
+    pub created: Option<OffsetDateTime>,
+    /// When the queued job lapses (default 7 days, docs/protocol.md §6.6; informational, absent when the server
+    /// did not say).
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Rfc3339>"))]
+    pub expires: Option<OffsetDateTime>,
 }
 
 /// The answer of `GET /api/v1/jobs?state=queued` (PROTOCOL.md §9).
@@ -325,19 +330,22 @@ pub struct PrintOptions {
     pub paper_size: Option<String>,
 }
 
-/// A fresh pre-authorised drive URL for a released drive job (PROTOCOL.md §9: 300 s, R-DATA-1: the MFP fetches
-/// the document from the drive, never through the server).
+/// A fresh pre-authorised drive URL for a released drive job (docs/protocol.md §3.13: 300 s; R-DATA-1: the MFP
+/// fetches the document from the drive, never through the server).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DocumentLink {
     /// The download URL (a credential, R-SEC-1).
     pub url: PreAuthorizedUrl,
-    /// When the URL stops working.
-    #[serde(with = "time::serde::rfc3339")]
-    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
-    pub expires_at: OffsetDateTime,
-    /// Document size in bytes.
-    pub size: u64,
+    /// When the URL stops working; absent when the server did not say (the MFP fetches at once either way, and
+    /// the drive decides; docs/protocol.md §7).
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Rfc3339>"))]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Document size in bytes; when present the MFP checks the download against it, when absent it reads to the
+    /// end under its own size cap (docs/protocol.md §7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// A desktop job's hand-over ticket (PROTOCOL.md §9): the desktop `POST`s the file to the MFP's `job_url` with
@@ -430,7 +438,8 @@ pub enum SubmitJob {
 // Drive, print features, scans (PROTOCOL.md §9)
 // ---------------------------------------------------------------------------------------------------------------
 
-/// One file of the drive's print folder (PROTOCOL.md §9: ids, names, sizes).
+/// One file of the drive's print folder (docs/protocol.md §3.15: ids, names, sizes). Read item by item with
+/// [`classify_drive_files`]: `id` and `name` are needed, `size` defaults to `0` (unknown).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DriveFile {
@@ -438,7 +447,8 @@ pub struct DriveFile {
     pub id: String,
     /// The file name.
     pub name: String,
-    /// Size in bytes.
+    /// Size in bytes; `0` when the server did not say.
+    #[serde(default)]
     pub size: u64,
 }
 
@@ -516,10 +526,11 @@ pub struct ScanCreate {
 pub struct UploadLink {
     /// The upload URL (a credential, R-SEC-1).
     pub url: PreAuthorizedUrl,
-    /// When the session lapses.
-    #[serde(with = "time::serde::rfc3339")]
-    #[cfg_attr(feature = "schema", schemars(with = "crate::schema::Rfc3339"))]
-    pub expires_at: OffsetDateTime,
+    /// When the session lapses; absent when the server did not say (the MFP uploads at once either way and the
+    /// drive decides; docs/protocol.md §7).
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<crate::schema::Rfc3339>"))]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// The answer of `POST /api/v1/scans` (PROTOCOL.md §9).
@@ -798,6 +809,68 @@ pub fn remove_device(api: &str, token: &AccessToken, device_id: &str) -> Result<
     api_request(Method::DELETE, &endpoint_with(api, "/api/v1/devices", device_id, ""), token, None)
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Reading answers liberally (docs/protocol.md §7)
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The request line of the job list, for [`crate::error::PeerReport`]s.
+pub const JOBS_ENDPOINT: &str = "GET /api/v1/jobs";
+/// The request line of the drive file list.
+pub const DRIVE_FILES_ENDPOINT: &str = "GET /api/v1/drive/files";
+/// The request line of the scan profiles.
+pub const SCAN_PROFILES_ENDPOINT: &str = "GET /api/v1/scan-profiles";
+/// The request line of a release.
+pub const RELEASE_ENDPOINT: &str = "POST /api/v1/jobs/{id}/release";
+/// The request line of a scan's creation.
+pub const SCANS_ENDPOINT: &str = "POST /api/v1/scans";
+/// The request line of the device's own configuration (the `job_url` extension, docs/protocol.md §10.2 C11).
+pub const DEVICE_ENDPOINT: &str = "PUT /api/v1/device";
+
+/// Reads `GET /api/v1/jobs` item by item: a job without `id` or `file_name`, or with a member of the wrong type, is
+/// left out and noted as [`crate::PeerViolation::ListItemRefused`]; a job without `pages`, `created` or `expires`
+/// is kept with the default and noted as [`crate::PeerViolation::MemberDefaulted`]; a job of an unknown `source` is
+/// kept as [`JobSource::Unknown`]. One bad job never costs the user the others (docs/protocol.md §7).
+pub fn classify_job_list(
+    resp: &http::Response<Vec<u8>>,
+) -> Result<(JobList, crate::error::PeerViolations), crate::ResponseError> {
+    let (jobs, notes) = crate::wire::classify_api_list(resp, "jobs", &["pages", "created", "expires"])?;
+    Ok((JobList { jobs }, notes))
+}
+
+/// Reads `GET /api/v1/drive/files` item by item as [`classify_job_list`] does: `id` and `name` are needed, `size`
+/// defaults to `0`.
+pub fn classify_drive_files(
+    resp: &http::Response<Vec<u8>>,
+) -> Result<(DriveFileList, crate::error::PeerViolations), crate::ResponseError> {
+    let (files, notes) = crate::wire::classify_api_list(resp, "files", &["size"])?;
+    Ok((DriveFileList { files }, notes))
+}
+
+/// Reads `GET /api/v1/scan-profiles` item by item as [`classify_job_list`] does: `id` and `name` are needed, the
+/// rest is optional anyway.
+pub fn classify_scan_profiles(
+    resp: &http::Response<Vec<u8>>,
+) -> Result<(ScanProfileList, crate::error::PeerViolations), crate::ResponseError> {
+    let (profiles, notes) = crate::wire::classify_api_list(resp, "profiles", &[])?;
+    Ok((ScanProfileList { profiles }, notes))
+}
+
+/// Reads a release answer: a drive link without `expires_at` or `size` is used and noted as
+/// [`crate::PeerViolation::MemberDefaulted`] (docs/protocol.md §7).
+pub fn classify_release(
+    resp: &http::Response<Vec<u8>>,
+) -> Result<(ReleaseAnswer, crate::error::PeerViolations), crate::ResponseError> {
+    crate::wire::classify_api_defaults(resp, &[&["document", "expires_at"], &["document", "size"]])
+}
+
+/// Reads the answer of `POST /api/v1/scans`: an upload link without `expires_at` is used and noted as
+/// [`crate::PeerViolation::MemberDefaulted`] (docs/protocol.md §7).
+pub fn classify_scan_created(
+    resp: &http::Response<Vec<u8>>,
+) -> Result<(ScanCreated, crate::error::PeerViolations), crate::ResponseError> {
+    crate::wire::classify_api_defaults(resp, &[&["upload", "expires_at"]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -861,9 +934,22 @@ mod tests {
     }
 
     fn arb_job() -> impl Strategy<Value = Job> {
-        (arb_text(), arb_text(), any::<u32>(), arb_source(), arb_time(), arb_time()).prop_map(
-            |(id, file_name, pages, source, created, expires)| Job { id, file_name, pages, source, created, expires },
+        (
+            arb_text(),
+            arb_text(),
+            any::<u32>(),
+            arb_source(),
+            proptest::option::of(arb_time()),
+            proptest::option::of(arb_time()),
         )
+            .prop_map(|(id, file_name, pages, source, created, expires)| Job {
+                id,
+                file_name,
+                pages,
+                source,
+                created,
+                expires,
+            })
     }
 
     fn arb_options() -> impl Strategy<Value = PrintOptions> {
@@ -878,9 +964,11 @@ mod tests {
 
     fn arb_release_answer() -> impl Strategy<Value = ReleaseAnswer> {
         prop_oneof![
-            (arb_text(), arb_time(), any::<u64>(), arb_options()).prop_map(|(url, expires_at, size, options)| {
-                ReleaseAnswer::Drive { document: DocumentLink { url: url.into(), expires_at, size }, options }
-            }),
+            (arb_text(), proptest::option::of(arb_time()), proptest::option::of(any::<u64>()), arb_options()).prop_map(
+                |(url, expires_at, size, options)| {
+                    ReleaseAnswer::Drive { document: DocumentLink { url: url.into(), expires_at, size }, options }
+                }
+            ),
             (arb_text(), arb_time()).prop_map(|(ticket, expires_at)| ReleaseAnswer::Desktop {
                 desktop: DesktopHandover { ticket: ticket.into(), expires_at }
             }),
@@ -999,7 +1087,7 @@ mod tests {
 
         #[test]
         fn scan_messages_round_trip(profile_id in arb_text(), scan_id in arb_text(), url in arb_text(),
-                                    expires_at in arb_time(), size in proptest::option::of(any::<u64>()),
+                                    expires_at in proptest::option::of(arb_time()), size in proptest::option::of(any::<u64>()),
                                     pages in proptest::option::of(any::<u32>())) {
             round_trip(&ScanCreate { profile_id })?;
             round_trip(&ScanCreated { scan_id, upload: UploadLink { url: PreAuthorizedUrl::new(url), expires_at } })?;
@@ -1182,7 +1270,7 @@ mod tests {
         match &drive {
             ReleaseAnswer::Drive { document, options } => {
                 assert_eq!(document.url.secret(), "https://drive/x?sig=1");
-                assert_eq!(document.size, 42);
+                assert_eq!(document.size, Some(42));
                 assert_eq!(options.copies, Some(2));
                 assert_eq!(options.duplex, Some(Duplex::TwoSidedLongEdge));
             }
@@ -1309,5 +1397,74 @@ mod tests {
         let created: ScanCreated = crate::wire::classify_api(&resp).expect("classified");
         assert_eq!(created.scan_id, "s1");
         assert_eq!(created.upload.url.secret(), "https://drive/up");
+    }
+
+    fn ok(body: &str) -> http::Response<Vec<u8>> {
+        http::Response::builder().status(200).body(body.as_bytes().to_vec()).unwrap()
+    }
+
+    /// docs/protocol.md §7: one bad job is left out, the others are shown; defaults are noted.
+    #[test]
+    fn job_list_is_read_item_by_item() {
+        use crate::PeerViolation::{ListItemRefused, MemberDefaulted};
+        let full = r#"{"id":"j1","file_name":"a.pdf","pages":3,"source":"drive","created":"2024-05-01T10:00:00Z",
+            "expires":"2024-05-08T10:00:00Z"}"#;
+        let (list, notes) = classify_job_list(&ok(&format!(r#"{{"jobs":[{full}]}}"#))).unwrap();
+        assert_eq!((list.jobs.len(), notes.is_empty()), (1, true));
+        // A job without pages (kept, 0 = unknown), one of an unknown source (kept), one without a file name and one
+        // with pages as a string (both left out).
+        let body = format!(
+            r#"{{"jobs":[{full},{{"id":"j2","file_name":"b.pdf","source":"drive"}},
+                {{"id":"j3","file_name":"c.pdf","pages":1,"source":"fax"}},{{"id":"j4","pages":1,"source":"drive"}},
+                {{"id":"j5","file_name":"e.pdf","pages":"2","source":"drive"}}]}}"#
+        );
+        let (list, notes) = classify_job_list(&ok(&body)).unwrap();
+        let ids: Vec<&str> = list.jobs.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, ["j1", "j2", "j3"]);
+        assert_eq!((list.jobs[1].pages, list.jobs[1].created), (0, None));
+        assert_eq!(list.jobs[2].source, JobSource::Unknown);
+        assert_eq!(notes.iter().collect::<Vec<_>>(), vec![ListItemRefused, MemberDefaulted]);
+        // Without the list itself the answer is refused: there is nothing to show.
+        assert!(matches!(
+            classify_job_list(&ok(r#"{"items":[]}"#)),
+            Err(crate::ResponseError::Malformed { violation: crate::PeerViolation::MissingRequiredField, .. })
+        ));
+        // Errors stay errors.
+        let e = http::Response::builder().status(401).body(b"{}".to_vec()).unwrap();
+        assert!(classify_job_list(&e).is_err());
+    }
+
+    /// docs/protocol.md §7: drive files and scan profiles likewise.
+    #[test]
+    fn drive_files_and_profiles_item_by_item() {
+        let (files, notes) =
+            classify_drive_files(&ok(r#"{"files":[{"id":"f1","name":"a.pdf"},{"name":"no-id.pdf","size":1}]}"#))
+                .unwrap();
+        assert_eq!((files.files.len(), files.files[0].size), (1, 0));
+        assert!(
+            notes.contains(crate::PeerViolation::ListItemRefused)
+                && notes.contains(crate::PeerViolation::MemberDefaulted)
+        );
+        let (profiles, notes) =
+            classify_scan_profiles(&ok(r#"{"profiles":[{"id":"p1","name":"PDF"},{"id":"p2","dpi":"high"}]}"#)).unwrap();
+        assert_eq!(profiles.profiles.len(), 1);
+        assert!(notes.contains(crate::PeerViolation::ListItemRefused));
+    }
+
+    /// docs/protocol.md §7: a release link or an upload link without `expires_at`/`size` is used, and noted.
+    #[test]
+    fn links_without_optional_members() {
+        let (answer, notes) = classify_release(&ok(r#"{"document":{"url":"https://d/x"}}"#)).unwrap();
+        assert!(
+            matches!(answer, ReleaseAnswer::Drive { document, .. } if document.size.is_none() && document.expires_at.is_none())
+        );
+        assert!(notes.contains(crate::PeerViolation::MemberDefaulted));
+        let (_, notes) =
+            classify_release(&ok(r#"{"desktop":{"ticket":"t","expires_at":"2030-01-01T00:00:00Z"}}"#)).unwrap();
+        assert!(notes.is_empty());
+        let (created, notes) =
+            classify_scan_created(&ok(r#"{"scan_id":"s1","upload":{"url":"https://d/u"}}"#)).unwrap();
+        assert_eq!((created.upload.expires_at, notes.iter().count()), (None, 1));
+        assert!(classify_scan_created(&ok(r#"{"scan_id":"s1"}"#)).is_err(), "no upload link at all: refused");
     }
 }

@@ -5,8 +5,9 @@
 use http::{Request, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{PeerViolation, ResponseError};
+use crate::error::{PeerViolation, PeerViolations, ResponseError};
 use crate::secret::{AccessToken, DeviceCode, UserCode, VerificationUriComplete};
+use crate::user_code::ServerCodeForm;
 use crate::wire::{encode_form, post_form, Form, FormError};
 
 /// A device authorization request (RFC 8628 §3.1) with Roger's device description.
@@ -94,7 +95,9 @@ impl DeviceAuthorizationRequest {
 pub struct DeviceAuthorizationResponse {
     /// The device verification code.
     pub device_code: DeviceCode,
-    /// The end-user code, wire form (8 letters of the Roger alphabet, no hyphen).
+    /// The end-user code as the server sent it: Roger's server sends the wire form (8 letters of the Roger
+    /// alphabet, no hyphen); other servers other spellings and alphabets (docs/protocol.md §7). Shown with
+    /// [`UserCode::display`].
     pub user_code: UserCode,
     /// The page where a user enters the code.
     pub verification_uri: String,
@@ -112,26 +115,108 @@ pub struct DeviceAuthorizationResponse {
     pub request_id: Option<String>,
 }
 
-/// Classifies an answer of the device authorization endpoint. The user code must be in the Roger format
-/// (PROTOCOL.md §5.2: 8 characters of the consonant alphabet), else [`PeerViolation::BadUserCode`].
-pub fn classify(resp: &Response<Vec<u8>>) -> Result<DeviceAuthorizationResponse, ResponseError> {
-    let r: DeviceAuthorizationResponse = crate::wire::classify_oauth(resp)?;
+/// The request line the device authorization answers belong to, for [`crate::error::PeerReport`]s.
+pub const ENDPOINT: &str = "POST /oauth/device_authorization";
+
+/// The answer as servers in the field send it, read tolerantly (docs/protocol.md §7): `verification_url` beside
+/// `verification_uri`, lifetimes as strings, a `user_code` in any spelling.
+#[derive(Deserialize)]
+struct FieldAnswer {
+    device_code: DeviceCode,
+    user_code: UserCode,
+    #[serde(default)]
+    verification_uri: Option<String>,
+    /// Google's and Azure AD v1's name for `verification_uri`.
+    #[serde(default)]
+    verification_url: Option<String>,
+    #[serde(default)]
+    verification_uri_complete: Option<VerificationUriComplete>,
+    expires_in: crate::wire::LenientSeconds,
+    #[serde(default)]
+    interval: Option<crate::wire::LenientSeconds>,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+/// Classifies an answer of the device authorization endpoint (RFC 8628 §3.2) and says what it tolerated.
+///
+/// Liberal where an RFC or a known server allows it (docs/protocol.md §7), each noted in the returned set:
+/// * a Roger code in another spelling (`WDJB-MJHT`, `wdjbmjht`): [`PeerViolation::UserCodeNotCanonical`]; a code of
+///   another length or alphabet: [`PeerViolation::ForeignUserCode`]. Either is kept as the server sent it (the
+///   wire value) and displayed by [`UserCode::display`];
+/// * `verification_url` for `verification_uri`: [`PeerViolation::VerificationUrlMember`];
+/// * no `verification_uri_complete`: [`PeerViolation::MissingVerificationUriComplete`] (the panel shows no QR);
+/// * `expires_in` or `interval` as a string: [`PeerViolation::ExpiresInAsString`];
+/// * no `Cache-Control: no-store` (the device code is a credential, R-SEC-1): [`PeerViolation::MissingNoStore`].
+///
+/// Refused, as unsafe or unusable: an empty `device_code` or verification URI, and a user code a panel cannot
+/// show ([`crate::user_code::ServerCodeForm::Unusable`]).
+pub fn classify_noted(
+    resp: &Response<Vec<u8>>,
+) -> Result<(DeviceAuthorizationResponse, PeerViolations), ResponseError> {
+    let r: FieldAnswer = crate::wire::classify_oauth(resp)?;
     let status = resp.status().as_u16();
-    if !crate::user_code::is_wire_form(r.user_code.secret()) {
-        return Err(ResponseError::Malformed {
-            status,
-            violation: PeerViolation::BadUserCode,
-            detail: "user_code is not 8 characters of BCDFGHJKLMNPQRSTVWXZ".into(),
-        });
+    let mut notes = PeerViolations::NONE;
+    match crate::user_code::classify_server_code(r.user_code.secret()) {
+        ServerCodeForm::Wire => {}
+        ServerCodeForm::RogerSpelling => notes.insert(PeerViolation::UserCodeNotCanonical),
+        ServerCodeForm::Foreign => notes.insert(PeerViolation::ForeignUserCode),
+        ServerCodeForm::Unusable => {
+            return Err(ResponseError::Malformed {
+                status,
+                violation: PeerViolation::BadUserCode,
+                detail: format!(
+                    "user_code is empty, longer than {} characters or has control characters",
+                    crate::user_code::MAX_FOREIGN_LENGTH
+                ),
+            })
+        }
     }
-    if r.device_code.is_empty() || r.verification_uri.is_empty() {
+    let verification_uri = match (r.verification_uri, r.verification_url) {
+        (Some(uri), _) if !uri.is_empty() => uri,
+        (_, Some(url)) if !url.is_empty() => {
+            notes.insert(PeerViolation::VerificationUrlMember);
+            url
+        }
+        _ => {
+            return Err(ResponseError::Malformed {
+                status,
+                violation: PeerViolation::MissingRequiredField,
+                detail: "verification_uri is missing or empty".into(),
+            })
+        }
+    };
+    if r.device_code.is_empty() {
         return Err(ResponseError::Malformed {
             status,
             violation: PeerViolation::MissingRequiredField,
-            detail: "device_code and verification_uri must not be empty".into(),
+            detail: "device_code must not be empty".into(),
         });
     }
-    Ok(r)
+    if r.verification_uri_complete.is_none() {
+        notes.insert(PeerViolation::MissingVerificationUriComplete);
+    }
+    if r.expires_in.from_string || r.interval.is_some_and(|i| i.from_string) {
+        notes.insert(PeerViolation::ExpiresInAsString);
+    }
+    if !crate::wire::has_no_store(resp.headers()) {
+        notes.insert(PeerViolation::MissingNoStore);
+    }
+    let answer = DeviceAuthorizationResponse {
+        device_code: r.device_code,
+        user_code: r.user_code,
+        verification_uri,
+        verification_uri_complete: r.verification_uri_complete,
+        expires_in: r.expires_in.secs,
+        interval: r.interval.map(|i| i.secs),
+        request_id: r.request_id,
+    };
+    Ok((answer, notes))
+}
+
+/// [`classify_noted`] without the notes.
+pub fn classify(resp: &Response<Vec<u8>>) -> Result<DeviceAuthorizationResponse, ResponseError> {
+    classify_noted(resp).map(|(r, _)| r)
 }
 
 #[cfg(test)]
@@ -162,18 +247,90 @@ mod tests {
         }
     }
 
-    /// RFC 8628 §3.2 with tolerances; PROTOCOL.md §5.2 user-code format.
+    fn answer(body: &str) -> Response<Vec<u8>> {
+        Response::builder()
+            .status(200)
+            .header(http::header::CACHE_CONTROL, "no-store")
+            .body(body.as_bytes().to_vec())
+            .unwrap()
+    }
+
+    const ROGER: &str = r#"{"device_code":"d","user_code":"WDJBMJHT","verification_uri":"https://a/device",
+        "verification_uri_complete":"https://a/device?user_code=WDJBMJHT","expires_in":600,"interval":5,
+        "request_id":"r1"}"#;
+
+    /// Roger's own answer: nothing to note.
     #[test]
-    fn classify_checks_user_code() {
-        let ok = r#"{"device_code":"d","user_code":"WDJBMJHT","verification_uri":"https://a/device","expires_in":"600","request_id":"r1"}"#;
-        let r = classify(&Response::builder().status(200).body(ok.as_bytes().to_vec()).unwrap()).unwrap();
-        assert_eq!(r.expires_in, 600);
-        assert_eq!(r.interval, None);
-        let bad = ok.replace("WDJBMJHT", "WDJB-MJHT");
-        assert!(matches!(
-            classify(&Response::builder().status(200).body(bad.into_bytes()).unwrap()),
-            Err(ResponseError::Malformed { violation: PeerViolation::BadUserCode, .. })
-        ));
+    fn roger_answer_has_no_notes() {
+        let (r, notes) = classify_noted(&answer(ROGER)).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!((r.expires_in, r.interval), (600, Some(5)));
+    }
+
+    /// docs/protocol.md §7, one row each: what a real server sends is read, kept for the wire, and noted.
+    #[test]
+    fn field_deviations_are_read_and_noted() {
+        let cases: [(&str, &str, PeerViolation); 7] = [
+            // RFC 8628 §3.2's own example; GitHub, Auth0, Keycloak, oidc-provider.
+            ("\"WDJBMJHT\",", "\"WDJB-MJHT\",", PeerViolation::UserCodeNotCanonical),
+            ("\"WDJBMJHT\",", "\"wdjb mjht\",", PeerViolation::UserCodeNotCanonical),
+            // Azure AD: nine letters and digits.
+            ("\"WDJBMJHT\",", "\"BPPVYQZMA\",", PeerViolation::ForeignUserCode),
+            // Google, Azure AD v1.
+            ("\"verification_uri\"", "\"verification_url\"", PeerViolation::VerificationUrlMember),
+            // Azure AD v2, GitHub.
+            (
+                "\"verification_uri_complete\":\"https://a/device?user_code=WDJBMJHT\",",
+                "",
+                PeerViolation::MissingVerificationUriComplete,
+            ),
+            // Azure AD v1, Oracle OCI.
+            ("\"expires_in\":600", "\"expires_in\":\"600\"", PeerViolation::ExpiresInAsString),
+            ("\"interval\":5", "\"interval\":\"5\"", PeerViolation::ExpiresInAsString),
+        ];
+        for (from, to, note) in cases {
+            let body = ROGER.replacen(from, to, 1);
+            assert_ne!(body, ROGER, "{from}");
+            let (r, notes) = classify_noted(&answer(&body)).unwrap_or_else(|e| panic!("{to}: {e}"));
+            assert!(notes.contains(note), "{to}: {notes:?}");
+            assert_eq!(notes.iter().count(), 1, "{to}: {notes:?}");
+            assert_eq!((r.expires_in, r.interval), (600, Some(5)), "{to}");
+            assert_eq!(r.verification_uri, "https://a/device");
+        }
+        // The server's value stays for the wire; the display form is Roger's.
+        let (r, _) = classify_noted(&answer(&ROGER.replacen("\"WDJBMJHT\",", "\"wdjb-mjht\",", 1))).unwrap();
+        assert_eq!(r.user_code.secret(), "wdjb-mjht");
+        assert_eq!(r.user_code.display().as_str(), "WDJB-MJHT");
+        // No interval (oidc-provider, Spring AS): RFC 8628 §3.2's 5 s applies later, nothing to report.
+        let (r, notes) = classify_noted(&answer(&ROGER.replacen(",\"interval\":5", "", 1))).unwrap();
+        assert_eq!((r.interval, notes), (None, PeerViolations::NONE));
+        // Extra members are ignored (R-DISC-1), Azure's `message` among them.
+        let (_, notes) = classify_noted(&answer(&ROGER.replacen("{", "{\"message\":\"x\",\"extra\":[1],", 1))).unwrap();
+        assert!(notes.is_empty());
+        // No no-store header: noted (R-SEC-1), still used.
+        let bare = Response::builder().status(200).body(ROGER.as_bytes().to_vec()).unwrap();
+        assert!(classify_noted(&bare).unwrap().1.contains(PeerViolation::MissingNoStore));
+    }
+
+    /// What cannot be used safely is refused, with the rule, never the value.
+    #[test]
+    fn unusable_answers_are_refused() {
+        for (body, violation) in [
+            (ROGER.replacen("\"WDJBMJHT\",", "\"\",", 1), PeerViolation::BadUserCode),
+            (ROGER.replacen("\"WDJBMJHT\",", "\"AB\\u0007CD\",", 1), PeerViolation::BadUserCode),
+            (ROGER.replacen("\"d\"", "\"\"", 1), PeerViolation::MissingRequiredField),
+            (ROGER.replacen("\"verification_uri\":\"https://a/device\",", "", 1), PeerViolation::MissingRequiredField),
+        ] {
+            match classify(&answer(&body)) {
+                Err(ResponseError::Malformed { violation: v, detail, .. }) => {
+                    assert_eq!(v, violation, "{body}");
+                    assert!(!detail.contains("WDJB"), "{detail}");
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        // A wrong type is an error, never a guess (docs/protocol.md §7).
+        assert!(classify(&answer(&ROGER.replacen("600", "\"soon\"", 1))).is_err());
     }
 
     #[test]

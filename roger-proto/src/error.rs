@@ -237,9 +237,11 @@ impl ProblemDetails {
     }
 }
 
-/// What a peer did wrong, as a flat list the conformance suite can count and report (after rustls'
-/// `PeerMisbehaved`). Each variant names the rule it breaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What a peer did wrong, or did differently from Roger's profile, as a flat list the conformance suite and the
+/// actors can count and report (after rustls' `PeerMisbehaved`). Each variant names the rule it touches
+/// ([`PeerViolation::rule`]) and whether an RFC allows the peer's behaviour ([`PeerViolation::rfc_allows`]);
+/// docs/protocol.md §7 lists what the library does with each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -267,10 +269,280 @@ pub enum PeerViolation {
     MissingWwwAuthenticate,
     /// A push payload carrying something other than ids (R-PUSH-1).
     SecretInPush,
-    /// A device authorization answer without a required member (RFC 8628 §3.2).
+    /// An answer without a member the endpoint requires (RFC 8628 §3.2, RFC 6749 §5.1).
     MissingRequiredField,
-    /// A user code outside the Roger alphabet/length (RFC 8628 §6.1, PROTOCOL.md §5).
+    /// A user code a panel cannot show safely: empty, longer than [`crate::user_code::MAX_FOREIGN_LENGTH`], or with
+    /// control characters (RFC 8628 §6.1 asks for codes a person can read and type).
     BadUserCode,
+    /// A Roger user code in another spelling: with separators, spaces or lower case (`wdjb-mjht`). RFC 8628 §3.2
+    /// shows exactly that form, and §6.1 lets the server pick it; Roger's server sends the bare upper-case form
+    /// (docs/protocol.md §3.7). Shown as `XXXX-XXXX`; the server's value is kept for the wire.
+    UserCodeNotCanonical,
+    /// A user code of another length or alphabet than Roger's (RFC 8628 §6.1 leaves both to the server). Shown
+    /// verbatim; the server's value is kept for the wire.
+    ForeignUserCode,
+    /// `verification_url` instead of RFC 8628 §3.2's `verification_uri` (Google's device endpoint, Azure AD v1).
+    VerificationUrlMember,
+    /// No `verification_uri_complete` (OPTIONAL in RFC 8628 §3.2; Roger's server always sends it, R-QR-1): the
+    /// panel shows the verification URI and the code, and no QR.
+    MissingVerificationUriComplete,
+    /// A granted `scope` narrower than the one requested (RFC 6749 §3.3 allows it): only what was granted is used.
+    ScopeNarrowed,
+    /// RFC 8414 metadata found only at `/.well-known/openid-configuration` (RFC 8414 §5 allows it).
+    MetadataAtOpenIdPath,
+    /// A metadata endpoint on another origin than the issuer (RFC 8414 allows it; Roger keeps every endpoint on
+    /// the API origin, R-META-1). Used, TLS still required.
+    EndpointOffOrigin,
+    /// An item of an API list (jobs, drive files, scan profiles) without a member the client needs, or with a
+    /// member of the wrong type: that item is left out, the rest of the list is used (docs/protocol.md §7).
+    ListItemRefused,
+    /// An optional member of an API answer is absent and a documented default stands in (docs/protocol.md §7).
+    MemberDefaulted,
+    /// An optional Roger extension the server does not offer (e.g. `PUT /api/v1/device` answered `404` or `405`):
+    /// noted once and not retried until the next restart or reconnect.
+    ExtensionNotOffered,
+    /// A refresh answer without a new refresh token (RFC 6749 §6: the server "MAY issue a new refresh token"; Roger
+    /// rotates every time, R-TOK-2): the client keeps the one it has.
+    RefreshNotRotated,
+    /// `scope` as a JSON array of strings instead of one space-delimited string (RFC 6749 §3.3): read as the
+    /// space-joined string.
+    ScopeNotSpaceDelimited,
+}
+
+impl PeerViolation {
+    /// Every variant, in declaration order (for sets and for listing the vocabulary).
+    pub const ALL: [Self; 25] = [
+        Self::MalformedSuccessBody,
+        Self::MalformedErrorBody,
+        Self::UnexpectedTokenType,
+        Self::MissingNoStore,
+        Self::IssuerMismatch,
+        Self::InsecureUrl,
+        Self::ForeignQrOrigin,
+        Self::ErrorInSuccessStatus,
+        Self::ExpiresInAsString,
+        Self::MissingWwwAuthenticate,
+        Self::SecretInPush,
+        Self::MissingRequiredField,
+        Self::BadUserCode,
+        Self::UserCodeNotCanonical,
+        Self::ForeignUserCode,
+        Self::VerificationUrlMember,
+        Self::MissingVerificationUriComplete,
+        Self::ScopeNarrowed,
+        Self::MetadataAtOpenIdPath,
+        Self::EndpointOffOrigin,
+        Self::ListItemRefused,
+        Self::MemberDefaulted,
+        Self::ExtensionNotOffered,
+        Self::RefreshNotRotated,
+        Self::ScopeNotSpaceDelimited,
+    ];
+
+    /// The rule or RFC section the behaviour touches, for reports.
+    pub fn rule(self) -> &'static str {
+        match self {
+            Self::MalformedSuccessBody => "RFC 6749 §5.1",
+            Self::MalformedErrorBody => "RFC 6749 §5.2, RFC 9457 §3",
+            Self::UnexpectedTokenType => "RFC 6749 §7.1, RFC 6750 §1",
+            Self::MissingNoStore => "RFC 6749 §5.1, R-SEC-1",
+            Self::IssuerMismatch => "RFC 8414 §3.3, R-META-1",
+            Self::InsecureUrl => "R-DISC-2",
+            Self::ForeignQrOrigin => "R-QR-4",
+            Self::ErrorInSuccessStatus => "RFC 6749 §5.2",
+            Self::ExpiresInAsString => "RFC 6749 §5.1",
+            Self::MissingWwwAuthenticate => "RFC 6750 §3",
+            Self::SecretInPush => "R-PUSH-1",
+            Self::MissingRequiredField => "RFC 8628 §3.2, RFC 6749 §5.1",
+            Self::BadUserCode => "RFC 8628 §6.1",
+            Self::UserCodeNotCanonical | Self::ForeignUserCode => "RFC 8628 §6.1, R-QR-1",
+            Self::VerificationUrlMember => "RFC 8628 §3.2",
+            Self::MissingVerificationUriComplete => "RFC 8628 §3.3.1, R-QR-1",
+            Self::ScopeNarrowed => "RFC 6749 §3.3",
+            Self::MetadataAtOpenIdPath => "RFC 8414 §5",
+            Self::EndpointOffOrigin => "RFC 8414 §2, R-META-1",
+            Self::ListItemRefused | Self::MemberDefaulted => "docs/protocol.md §7",
+            Self::ExtensionNotOffered => "docs/protocol.md §10.2 C11",
+            Self::RefreshNotRotated => "RFC 6749 §6, R-TOK-2",
+            Self::ScopeNotSpaceDelimited => "RFC 6749 §3.3",
+        }
+    }
+
+    /// Whether an RFC allows what the peer did, so that only Roger's own profile is stricter (the kit judges
+    /// such behaviour NON-STRICT or INFO, never FAIL; docs/conformance.md).
+    pub fn rfc_allows(self) -> bool {
+        matches!(
+            self,
+            Self::UserCodeNotCanonical
+                | Self::ForeignUserCode
+                | Self::MissingVerificationUriComplete
+                | Self::ScopeNarrowed
+                | Self::MetadataAtOpenIdPath
+                | Self::EndpointOffOrigin
+                | Self::MemberDefaulted
+                | Self::ExtensionNotOffered
+                | Self::ForeignQrOrigin
+                | Self::RefreshNotRotated
+        )
+    }
+
+    /// What the peer did, in a few words, never quoting a value (it may be a secret, R-SEC-1).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::MalformedSuccessBody => "a success answer that is not the promised JSON",
+            Self::MalformedErrorBody => "an error answer that is neither OAuth JSON nor problem details",
+            Self::UnexpectedTokenType => "a token_type other than Bearer",
+            Self::MissingNoStore => "a credential answer without Cache-Control: no-store",
+            Self::IssuerMismatch => "a metadata issuer that is not the API origin",
+            Self::InsecureUrl => "a URL without TLS where TLS is required",
+            Self::ForeignQrOrigin => "a verification_uri_complete that is not {api}/device?user_code=<the code>",
+            Self::ErrorInSuccessStatus => "an OAuth error in a 2xx answer",
+            Self::ExpiresInAsString => "expires_in sent as a string",
+            Self::MissingWwwAuthenticate => "a 401 without WWW-Authenticate",
+            Self::SecretInPush => "a push message carrying more than ids",
+            Self::MissingRequiredField => "an answer without a required member",
+            Self::BadUserCode => "a user code that cannot be shown (empty, too long or with control characters)",
+            Self::UserCodeNotCanonical => "a Roger user code with separators or in lower case",
+            Self::ForeignUserCode => "a user code of another length or alphabet than Roger's",
+            Self::VerificationUrlMember => "verification_url instead of verification_uri",
+            Self::MissingVerificationUriComplete => "no verification_uri_complete",
+            Self::ScopeNarrowed => "a granted scope narrower than the one requested",
+            Self::MetadataAtOpenIdPath => "metadata only at /.well-known/openid-configuration",
+            Self::EndpointOffOrigin => "a metadata endpoint on another origin than the issuer",
+            Self::ListItemRefused => "a list item without a needed member or with a wrong type",
+            Self::MemberDefaulted => "an optional member left out",
+            Self::ExtensionNotOffered => "an optional Roger extension the server does not offer",
+            Self::RefreshNotRotated => "a refresh answer without a new refresh token",
+            Self::ScopeNotSpaceDelimited => "scope as a JSON array instead of a space-delimited string",
+        }
+    }
+
+    fn bit(self) -> u32 {
+        // `ALL` lists every variant once; the position is the bit.
+        let i = Self::ALL.iter().position(|v| *v == self).unwrap_or(Self::ALL.len());
+        1 << i
+    }
+}
+
+impl fmt::Display for PeerViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.describe(), self.rule())
+    }
+}
+
+/// A small set of [`PeerViolation`]s: what one answer deviated in while still being used (a classifier's notes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PeerViolations(u32);
+
+impl PeerViolations {
+    /// The empty set.
+    pub const NONE: Self = Self(0);
+
+    /// Adds `v`.
+    pub fn insert(&mut self, v: PeerViolation) {
+        self.0 |= v.bit();
+    }
+
+    /// Whether `v` is in the set.
+    pub fn contains(self, v: PeerViolation) -> bool {
+        self.0 & v.bit() != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The members, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = PeerViolation> {
+        PeerViolation::ALL.into_iter().filter(move |v| self.contains(*v))
+    }
+}
+
+impl FromIterator<PeerViolation> for PeerViolations {
+    fn from_iter<I: IntoIterator<Item = PeerViolation>>(iter: I) -> Self {
+        let mut s = Self::NONE;
+        for v in iter {
+            s.insert(v);
+        }
+        s
+    }
+}
+
+/// What a client did with an answer that deviated (docs/protocol.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerAction {
+    /// The answer (or the rest of it) was used, with the documented reading.
+    Tolerated,
+    /// The answer (or that item of it) was refused.
+    Refused,
+}
+
+/// One deviation a state machine saw in a server's answer, for its driver to report (once per kind, at warn
+/// level: [`ReportOnce`]). It names the endpoint, the violation (and with it the rule) and what the client did,
+/// never a value from the answer (R-SEC-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// The request the answer belongs to, e.g. `POST /oauth/device_authorization`.
+    pub endpoint: &'static str,
+    /// What deviated.
+    pub violation: PeerViolation,
+    /// Used or refused.
+    pub action: PeerAction,
+}
+
+impl PeerReport {
+    /// A deviation the client read past.
+    pub fn tolerated(endpoint: &'static str, violation: PeerViolation) -> Self {
+        Self { endpoint, violation, action: PeerAction::Tolerated }
+    }
+
+    /// An answer the client refused.
+    pub fn refused(endpoint: &'static str, violation: PeerViolation) -> Self {
+        Self { endpoint, violation, action: PeerAction::Refused }
+    }
+
+    /// The report of an error a classifier returned, if it says the peer misbehaved: a malformed answer
+    /// (refused), or an OAuth error sent with a 2xx status (read as the error).
+    pub fn from_error(endpoint: &'static str, e: &ResponseError) -> Option<Self> {
+        match e {
+            ResponseError::Malformed { violation, .. } => Some(Self::refused(endpoint, *violation)),
+            ResponseError::OAuth { status: 200..=299, .. } => {
+                Some(Self::tolerated(endpoint, PeerViolation::ErrorInSuccessStatus))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PeerReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match (self.action, self.violation.rfc_allows()) {
+            (PeerAction::Refused, _) => "refused",
+            (PeerAction::Tolerated, true) => "accepted (the RFC allows it; Roger's own server does not do this)",
+            (PeerAction::Tolerated, false) => "tolerated",
+        };
+        write!(f, "{}: {}: {what}", self.endpoint, self.violation)
+    }
+}
+
+/// Remembers which [`PeerReport`]s were reported, so a driver reports each kind once (a server that sends
+/// hyphenated codes would otherwise fill a printer's log every rotation). Bounded: there are few kinds.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOnce {
+    seen: Vec<PeerReport>,
+}
+
+impl ReportOnce {
+    /// Whether `report` is new (and remembers it).
+    pub fn first(&mut self, report: &PeerReport) -> bool {
+        if self.seen.contains(report) {
+            return false;
+        }
+        self.seen.push(*report);
+        true
+    }
 }
 
 /// Everything a response classifier can say about an answer that is not the expected success.

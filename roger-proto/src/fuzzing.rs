@@ -195,12 +195,19 @@ pub fn metadata(data: &[u8]) {
     let _ = m.supports_s256();
     for expected in std::iter::once(m.issuer.as_str()).chain(APIS) {
         for policy in POLICIES {
-            let Ok(e) = m.validate(expected, policy) else { continue };
-            // R-META-1: the issuer is the configured origin; every endpoint sits on it (R-DISC-2).
+            let Ok((e, notes)) = m.validate_noted(expected, policy) else { continue };
+            // R-META-1: the issuer is the configured origin; every endpoint passes R-DISC-2, and one off the
+            // issuer's origin is noted (docs/protocol.md §7).
             assert!(!e.api.ends_with('/'), "the API origin has no trailing slash");
             for url in [&e.authorization, &e.token, &e.device_authorization, &e.revocation] {
                 let parsed = url::Url::parse(url).expect("validated endpoints are URLs");
-                assert_eq!(parsed.origin().ascii_serialization(), e.api, "endpoint {url} is on the issuer's origin");
+                assert!(crate::discovery::check_transport(url, policy).is_ok(), "endpoint {url} passes R-DISC-2");
+                if parsed.origin().ascii_serialization() != e.api {
+                    assert!(
+                        notes.contains(crate::PeerViolation::EndpointOffOrigin),
+                        "endpoint {url} off-origin, unnoted"
+                    );
+                }
             }
             assert_eq!(e.push, m.roger_push.as_deref() == Some("amqp"));
         }
@@ -218,7 +225,7 @@ pub fn device_authorization(data: &[u8]) {
     match crate::device_authorization::classify(&resp) {
         Ok(r) => {
             assert!(resp.status().is_success(), "only a 2xx is a success");
-            assert!(crate::user_code::is_wire_form(r.user_code.secret()), "PROTOCOL.md §5.2 user code format");
+            assert_displayable(&r.user_code.display());
             assert!(!r.device_code.is_empty() && !r.verification_uri.is_empty());
             assert_json_round_trip(&r);
             check_poller_start(&r);
@@ -228,6 +235,19 @@ pub fn device_authorization(data: &[u8]) {
     check_form(body);
     if let Ok(req) = DeviceAuthorizationRequest::from_form(body) {
         assert_eq!(DeviceAuthorizationRequest::from_form(&req.to_form()).as_ref(), Ok(&req), "form round trip");
+    }
+}
+
+/// R-QR-1 and docs/protocol.md §7: a code a panel shows is Roger's `XXXX-XXXX`, or another server's code verbatim
+/// that a person can read (non-empty, bounded, no control characters).
+fn assert_displayable(shown: &str) {
+    use crate::user_code::{normalize, MAX_FOREIGN_LENGTH};
+    if normalize(shown).is_ok() {
+        assert!(shown.len() == 9 && shown.as_bytes()[4] == b'-', "R-QR-1: a Roger code is shown as XXXX-XXXX");
+    } else {
+        assert!(!shown.is_empty() && shown.chars().count() <= MAX_FOREIGN_LENGTH, "a foreign code is shown bounded");
+        assert!(!shown.chars().any(char::is_control), "no control characters on a panel");
+        assert_eq!(shown, shown.trim(), "shown trimmed");
     }
 }
 
@@ -357,9 +377,16 @@ pub fn qr(data: &[u8]) {
 /// `user_code`: [`crate::user_code::normalize`]: a normalised code is in wire form, and display formatting
 /// normalises back to it (RFC 8628 §6.1, R-QR-1).
 pub fn user_code(data: &[u8]) {
-    use crate::user_code::{format_for_display, is_wire_form, normalize, UserCodeError, LENGTH};
+    use crate::user_code::{classify_server_code, format_for_display, is_wire_form, normalize, ServerCodeForm};
+    use crate::user_code::{UserCodeError, LENGTH};
     let input = String::from_utf8_lossy(data);
-    let _ = format_for_display(&input);
+    // docs/protocol.md §7: what a server's code is taken for, and how it is shown.
+    match classify_server_code(&input) {
+        ServerCodeForm::Wire => assert!(is_wire_form(&input)),
+        ServerCodeForm::RogerSpelling => assert!(normalize(&input).is_ok()),
+        ServerCodeForm::Foreign => assert_displayable(&format_for_display(&input)),
+        ServerCodeForm::Unusable => assert!(normalize(&input).is_err()),
+    }
     match normalize(&input) {
         Ok(code) => {
             assert!(is_wire_form(&code), "normalize yields the wire form");
@@ -958,7 +985,7 @@ impl LifecycleDriver {
                     self.last_persist = Some(p);
                 }
                 LifecycleEvent::ShowRegistration { user_code_display, expires_at, .. } => {
-                    assert!(crate::user_code::normalize(&user_code_display).is_ok(), "R-QR-1: XXXX-XXXX");
+                    assert_displayable(&user_code_display);
                     assert!(expires_at >= now);
                 }
                 _ => {}
@@ -1230,7 +1257,7 @@ impl PanelDriver {
             match ev {
                 PanelEvent::NeedDeviceToken => self.awaiting_device_token = true,
                 PanelEvent::ShowQr(qr) => {
-                    assert!(crate::user_code::normalize(&qr.user_code_display).is_ok(), "R-QR-1: XXXX-XXXX");
+                    assert_displayable(&qr.user_code_display);
                 }
                 PanelEvent::SessionStarted { .. } => {
                     // Leaving idle drops the session-code request: its id is stale from now on.

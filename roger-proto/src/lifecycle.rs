@@ -31,7 +31,7 @@ use http::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::device_authorization::{DeviceAuthorizationRequest, DeviceAuthorizationResponse};
-use crate::error::{OAuthErrorCode, PeerViolation, ResponseError};
+use crate::error::{OAuthErrorCode, PeerReport, PeerViolation, ReportOnce, ResponseError};
 use crate::metadata::Endpoints;
 use crate::poller::{DevicePoller, PollResult, PollerConfig};
 use crate::secret::{AccessToken, RefreshToken, VerificationUriComplete};
@@ -150,9 +150,13 @@ pub enum RegistrationFailure {
 pub enum LifecycleEvent {
     /// Show the registration QR and, beside it, the user code (R-QR-1).
     ShowRegistration {
-        /// The QR payload.
-        verification_uri_complete: VerificationUriComplete,
-        /// `XXXX-XXXX`.
+        /// The QR payload; `None` when the server sent no `verification_uri_complete` (RFC 8628 §3.2 makes it
+        /// OPTIONAL): then show `verification_uri` and the code for manual entry, and no QR (docs/protocol.md §7).
+        verification_uri_complete: Option<VerificationUriComplete>,
+        /// The verification page, as the server named it (shown in text beside or instead of the QR).
+        verification_uri: String,
+        /// The code as a person reads it: `XXXX-XXXX` for a Roger code in any spelling, another server's code
+        /// verbatim ([`crate::user_code::format_for_display`]).
         user_code_display: String,
         /// The non-secret request id (for push `code.approved`).
         request_id: Option<String>,
@@ -174,11 +178,13 @@ pub enum LifecycleEvent {
     DeviceTokenRefreshed,
     /// The printer is disconnected (R-TOK-4).
     Disconnected(DisconnectReason),
-    /// The server broke a rule the lifecycle tolerates, and the lifecycle did the safe thing instead. Today:
-    /// [`PeerViolation::ForeignQrOrigin`] (R-QR-4), a registration `verification_uri_complete` that is not
-    /// `{api}/device?user_code=<the code>` on the API origin: the [`LifecycleEvent::ShowRegistration`] that
-    /// follows carries the canonical URI instead. Report it.
-    PeerViolation(PeerViolation),
+    /// An answer deviated from the RFCs or from Roger's profile, and the lifecycle read past it or refused it
+    /// (docs/protocol.md §7): a Roger code in another spelling, a foreign code, `verification_url`, a string
+    /// `expires_in`, no `verification_uri_complete`, a refresh without rotation, a malformed answer (refused and
+    /// retried), or [`PeerViolation::ForeignQrOrigin`] (R-QR-4: the [`LifecycleEvent::ShowRegistration`] that
+    /// follows carries the canonical URI instead). Each kind is reported once per connection: log it at warn level
+    /// (it names the endpoint and the rule, never a value), so a vendor whose printer does not register sees why.
+    PeerViolation(PeerReport),
 }
 
 /// A request the lifecycle wants sent.
@@ -248,6 +254,7 @@ pub struct Connection {
     in_flight: InFlight,
     push_healthy: bool,
     events: std::collections::VecDeque<LifecycleEvent>,
+    reported: ReportOnce,
 }
 
 impl Connection {
@@ -259,6 +266,7 @@ impl Connection {
             in_flight: InFlight::None,
             push_healthy: false,
             events: Default::default(),
+            reported: ReportOnce::default(),
         }
     }
 
@@ -455,7 +463,11 @@ impl Connection {
     pub fn handle_response(&mut self, now: Instant, response: &Response<Vec<u8>>) {
         match self.in_flight {
             InFlight::None => {}
-            InFlight::Code => self.on_code(now, crate::device_authorization::classify(response)),
+            InFlight::Code => {
+                let result = crate::device_authorization::classify_noted(response);
+                let result = self.noted(crate::device_authorization::ENDPOINT, result);
+                self.on_code(now, result)
+            }
             InFlight::Poll => {
                 self.in_flight = InFlight::None;
                 if let Inner::Registering(Registering::Polling(p)) = &mut self.inner {
@@ -463,7 +475,42 @@ impl Connection {
                 }
                 self.drain_poller(now);
             }
-            InFlight::Refresh => self.on_refresh(now, crate::token::classify(response)),
+            InFlight::Refresh => {
+                let result = crate::token::classify_noted(response);
+                let result = self.noted(crate::token::ENDPOINT, result);
+                if matches!(&result, Ok(t) if t.refresh_token.is_none()) {
+                    self.report(PeerReport::tolerated(crate::token::ENDPOINT, PeerViolation::RefreshNotRotated));
+                }
+                self.on_refresh(now, result)
+            }
+        }
+    }
+
+    /// Reports what a classifier noted or refused (once per kind) and passes its value on.
+    fn noted<T>(
+        &mut self,
+        endpoint: &'static str,
+        result: Result<(T, crate::error::PeerViolations), ResponseError>,
+    ) -> Result<T, ResponseError> {
+        match result {
+            Ok((value, notes)) => {
+                for v in notes.iter() {
+                    self.report(PeerReport::tolerated(endpoint, v));
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                if let Some(r) = PeerReport::from_error(endpoint, &e) {
+                    self.report(r);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn report(&mut self, r: PeerReport) {
+        if self.reported.first(&r) {
+            self.events.push_back(LifecycleEvent::PeerViolation(r));
         }
     }
 
@@ -507,23 +554,23 @@ impl Connection {
                     Some(api) => {
                         let (payload, refused) = crate::qr::displayable_payload(
                             auth.verification_uri_complete.as_ref(),
+                            &auth.verification_uri,
                             api,
                             &auth.user_code,
                         );
                         if refused.is_some() {
-                            self.events.push_back(LifecycleEvent::PeerViolation(PeerViolation::ForeignQrOrigin));
+                            self.report(PeerReport::tolerated(
+                                crate::device_authorization::ENDPOINT,
+                                PeerViolation::ForeignQrOrigin,
+                            ));
                         }
                         payload
                     }
-                    None => auth.verification_uri_complete.clone().unwrap_or_else(|| {
-                        VerificationUriComplete::new(crate::qr::verification_uri_complete(
-                            auth.verification_uri.trim_end_matches("/device").trim_end_matches('/'),
-                            &auth.user_code,
-                        ))
-                    }),
+                    None => auth.verification_uri_complete.clone(),
                 };
                 self.events.push_back(LifecycleEvent::ShowRegistration {
                     verification_uri_complete: payload,
+                    verification_uri: auth.verification_uri.clone(),
                     user_code_display: auth.user_code.display().to_string(),
                     request_id: auth.request_id.clone(),
                     expires_at: poller.expires_at(),
@@ -551,10 +598,24 @@ impl Connection {
 
     fn drain_poller(&mut self, now: Instant) {
         let Inner::Registering(Registering::Polling(p)) = &mut self.inner else { return };
-        while p.poll_event().is_some() {}
-        let Some(result) = p.take_result() else { return };
+        let mut reports = Vec::new();
+        while let Some(ev) = p.poll_event() {
+            if let crate::poller::PollerEvent::PeerViolation(r) = ev {
+                reports.push(r);
+            }
+        }
+        let result = p.take_result();
+        for r in reports {
+            self.report(r);
+        }
+        let Some(result) = result else { return };
         match result {
-            PollResult::Granted(t) => self.on_registered(now, *t),
+            PollResult::Granted(t) => {
+                if crate::token::scope_narrowed(crate::token::scope::DEVICE, t.scope.as_deref()) {
+                    self.report(PeerReport::tolerated(crate::token::ENDPOINT, PeerViolation::ScopeNarrowed));
+                }
+                self.on_registered(now, *t)
+            }
             PollResult::Expired => {
                 // The code died unapproved: show a fresh one (the printer keeps asking to be registered).
                 self.events.push_back(LifecycleEvent::RegistrationFailed(RegistrationFailure::Expired));
@@ -656,7 +717,12 @@ mod tests {
     }
 
     fn resp(status: u16, body: &str) -> Response<Vec<u8>> {
-        Response::builder().status(status).body(body.as_bytes().to_vec()).unwrap()
+        // Credential answers carry no-store (R-SEC-1); its absence would be reported (docs/protocol.md §7).
+        Response::builder()
+            .status(status)
+            .header(http::header::CACHE_CONTROL, "no-store")
+            .body(body.as_bytes().to_vec())
+            .unwrap()
     }
 
     fn code_answer() -> Response<Vec<u8>> {
@@ -698,7 +764,7 @@ mod tests {
 
     /// The registration QR a connection with API origin `https://a` shows for a code answer whose
     /// `verification_uri_complete` is `vuc` (absent: `None`), and the events before it.
-    fn shown_registration(api: Option<&str>, vuc: Option<&str>) -> (Vec<LifecycleEvent>, String) {
+    fn shown_registration(api: Option<&str>, vuc: Option<&str>) -> (Vec<LifecycleEvent>, Option<String>) {
         let t0 = Instant::now();
         let mut config = LifecycleConfig::new("emb-acme", "MX-1", "SN1");
         if let Some(api) = api {
@@ -719,7 +785,7 @@ mod tests {
         };
         assert_eq!(user_code_display, "WDJB-MJHT", "R-QR-1: the user code beside the QR is unchanged");
         assert_eq!(c.state(), ConnectionState::Registering, "the code itself is still polled");
-        (ev, verification_uri_complete.secret().to_owned())
+        (ev, verification_uri_complete.map(|v| v.secret().to_owned()))
     }
 
     /// R-QR-4 (MFP side, RFC 8628 §5.4): with the API origin known, a registration QR on another origin (or for
@@ -727,20 +793,29 @@ mod tests {
     #[test]
     fn foreign_registration_qr_is_not_displayed() {
         let own = "https://a/device?user_code=WDJBMJHT";
-        let violation = vec![LifecycleEvent::PeerViolation(PeerViolation::ForeignQrOrigin)];
-        assert_eq!(shown_registration(Some("https://a"), Some(own)), (vec![], own.to_owned()));
-        assert_eq!(shown_registration(Some("https://a"), None), (vec![], own.to_owned()));
+        let endpoint = crate::device_authorization::ENDPOINT;
+        let violation =
+            vec![LifecycleEvent::PeerViolation(PeerReport::tolerated(endpoint, PeerViolation::ForeignQrOrigin))];
+        let shown = Some(own.to_owned());
+        assert_eq!(shown_registration(Some("https://a"), Some(own)), (vec![], shown.clone()));
+        // No payload (RFC 8628 §3.2 OPTIONAL): no QR, reported (docs/protocol.md §7).
+        let missing = vec![LifecycleEvent::PeerViolation(PeerReport::tolerated(
+            endpoint,
+            PeerViolation::MissingVerificationUriComplete,
+        ))];
+        assert_eq!(shown_registration(Some("https://a"), None), (missing.clone(), None));
+        assert_eq!(shown_registration(None, None), (missing, None));
         for bad in [
             "https://phish.example/device?user_code=WDJBMJHT",
             "https://a:8443/device?user_code=WDJBMJHT",
             "https://a/device?user_code=BBBBBBBB",
             "https://a/elsewhere?user_code=WDJBMJHT",
         ] {
-            assert_eq!(shown_registration(Some("https://a"), Some(bad)), (violation.clone(), own.to_owned()), "{bad}");
+            assert_eq!(shown_registration(Some("https://a"), Some(bad)), (violation.clone(), shown.clone()), "{bad}");
         }
         // Without an API origin there is nothing to compare with: the payload is shown as received.
         let phish = "https://phish.example/device?user_code=WDJBMJHT";
-        assert_eq!(shown_registration(None, Some(phish)), (vec![], phish.to_owned()));
+        assert_eq!(shown_registration(None, Some(phish)), (vec![], Some(phish.to_owned())));
         assert_eq!(LifecycleConfig::new("emb-acme", "MX-1", "SN1").api, None);
     }
 

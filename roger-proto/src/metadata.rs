@@ -4,9 +4,18 @@ use http::Request;
 use serde::{Deserialize, Serialize};
 
 use crate::discovery::{check_transport, DiscoveryError, TransportPolicy};
+use crate::error::{PeerViolation, PeerViolations};
 
 /// The well-known path of RFC 8414 §3.
 pub const WELL_KNOWN_PATH: &str = "/.well-known/oauth-authorization-server";
+
+/// The OpenID Connect Discovery path, where RFC 8414 §5 lets a server publish the same metadata (Google, and
+/// Keycloak before 26.4, publish only here). A client tries it after a `404` at [`WELL_KNOWN_PATH`]
+/// (docs/protocol.md §7).
+pub const OPENID_CONFIGURATION_PATH: &str = "/.well-known/openid-configuration";
+
+/// The request line metadata answers belong to, for [`crate::error::PeerReport`]s.
+pub const ENDPOINT: &str = "GET /.well-known/oauth-authorization-server";
 
 /// The device-code grant type URN (RFC 8628 §3.4).
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -87,7 +96,16 @@ pub enum MetadataError {
 
 /// `GET {api}/.well-known/oauth-authorization-server`.
 pub fn request(api: &str) -> Result<Request<Vec<u8>>, http::Error> {
-    Request::get(format!("{}{WELL_KNOWN_PATH}", api.trim_end_matches('/')))
+    get(api, WELL_KNOWN_PATH)
+}
+
+/// `GET {api}/.well-known/openid-configuration`, the fallback of RFC 8414 §5 after a `404` from [`request`].
+pub fn openid_configuration_request(api: &str) -> Result<Request<Vec<u8>>, http::Error> {
+    get(api, OPENID_CONFIGURATION_PATH)
+}
+
+fn get(api: &str, path: &str) -> Result<Request<Vec<u8>>, http::Error> {
+    Request::get(format!("{}{path}", api.trim_end_matches('/')))
         .header(http::header::ACCEPT, crate::wire::JSON)
         .body(Vec::new())
 }
@@ -150,26 +168,38 @@ impl AuthorizationServerMetadata {
         }
     }
 
-    /// Validates the metadata against the API origin the client was configured with and returns the endpoints.
+    /// [`Self::validate_noted`] without the notes.
+    pub fn validate(&self, expected_api: &str, policy: TransportPolicy) -> Result<Endpoints, MetadataError> {
+        self.validate_noted(expected_api, policy).map(|(e, _)| e)
+    }
+
+    /// Validates the metadata against the API origin the client was configured with and returns the endpoints,
+    /// with what it tolerated.
     ///
     /// * R-META-1 / RFC 8414 §3.3: `issuer` must equal `expected_api` (compared as origins, so a trailing slash
-    ///   does not matter, but scheme, host and port do).
-    /// * R-DISC-2: every endpoint uses TLS (or loopback plain HTTP when allowed) and sits on the issuer's origin.
-    pub fn validate(&self, expected_api: &str, policy: TransportPolicy) -> Result<Endpoints, MetadataError> {
+    ///   does not matter, but scheme, host and port do). Refused otherwise: this is the mix-up defence (RFC 9700
+    ///   §4.4).
+    /// * R-DISC-2: every endpoint uses TLS (or loopback plain HTTP when allowed); refused otherwise.
+    /// * An endpoint on another origin than the issuer is used and noted as
+    ///   [`crate::PeerViolation::EndpointOffOrigin`]: RFC 8414 §2 allows it (Google's token endpoint is on another
+    ///   host than its issuer); Roger's own server keeps every endpoint on the API origin (R-META-1).
+    pub fn validate_noted(
+        &self,
+        expected_api: &str,
+        policy: TransportPolicy,
+    ) -> Result<(Endpoints, PeerViolations), MetadataError> {
         let expected = origin_of(expected_api, policy)
             .map_err(|e| MetadataError::BadEndpoint { name: "configured api", reason: e.to_string() })?;
         let issuer = origin_of(&self.issuer, policy).ok();
         if issuer.as_deref() != Some(expected.as_str()) || self.issuer.trim_end_matches('/') != expected {
             return Err(MetadataError::IssuerMismatch { expected, found: self.issuer.clone() });
         }
-        let check = |name: &'static str, url: &str| -> Result<String, MetadataError> {
+        let mut notes = PeerViolations::NONE;
+        let mut check = |name: &'static str, url: &str| -> Result<String, MetadataError> {
             let origin =
                 origin_of(url, policy).map_err(|e| MetadataError::BadEndpoint { name, reason: e.to_string() })?;
             if origin != expected {
-                return Err(MetadataError::BadEndpoint {
-                    name,
-                    reason: format!("not on the issuer's origin {expected}"),
-                });
+                notes.insert(PeerViolation::EndpointOffOrigin);
             }
             Ok(url.to_owned())
         };
@@ -182,14 +212,15 @@ impl AuthorizationServerMetadata {
             Some(r) => check("revocation_endpoint", r)?,
             None => format!("{expected}/oauth/revoke"),
         };
-        Ok(Endpoints {
+        let endpoints = Endpoints {
             authorization: check("authorization_endpoint", &self.authorization_endpoint)?,
             token: check("token_endpoint", &self.token_endpoint)?,
             device_authorization: check("device_authorization_endpoint", &self.device_authorization_endpoint)?,
             revocation,
             push: self.roger_push.as_deref() == Some("amqp"),
             api: expected,
-        })
+        };
+        Ok((endpoints, notes))
     }
 
     /// Whether S256 PKCE is offered (RFC 7636 §4.2; a phone refuses a server without it).
@@ -224,11 +255,17 @@ mod tests {
         assert!(with_path.validate("https://eu.example", TransportPolicy::TlsOnly).is_err());
     }
 
-    /// R-DISC-2 and same-origin endpoints.
+    /// R-DISC-2 for every endpoint; an endpoint on another origin is used and noted (RFC 8414 §2 allows it).
     #[test]
     fn endpoints_checked() {
-        let mut m = AuthorizationServerMetadata::for_api("https://eu.example", false);
-        m.token_endpoint = "https://evil.example/oauth/token".into();
+        let own = AuthorizationServerMetadata::for_api("https://eu.example", false);
+        assert!(own.validate_noted("https://eu.example", TransportPolicy::TlsOnly).unwrap().1.is_empty());
+        let mut m = own.clone();
+        m.token_endpoint = "https://oauth2.eu.example/token".into();
+        let (e, notes) = m.validate_noted("https://eu.example", TransportPolicy::TlsOnly).unwrap();
+        assert_eq!(e.token, "https://oauth2.eu.example/token");
+        assert!(notes.contains(PeerViolation::EndpointOffOrigin));
+        m.token_endpoint = "http://oauth2.eu.example/token".into();
         assert!(matches!(
             m.validate("https://eu.example", TransportPolicy::TlsOnly),
             Err(MetadataError::BadEndpoint { name: "token_endpoint", .. })

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 
 use crate::device_authorization::{DeviceAuthorizationRequest, DeviceAuthorizationResponse};
-use crate::error::{OAuthErrorCode, PeerViolation, ResponseError};
+use crate::error::{OAuthErrorCode, PeerReport, PeerViolation, PeerViolations, ReportOnce, ResponseError};
 use crate::metadata::Endpoints;
 use crate::poller::{DevicePoller, PollResult, PollerConfig, PollerEvent};
 use crate::revocation::RevocationRequest;
@@ -180,10 +180,15 @@ impl PanelTransmit {
 /// `Debug` redacts the code and the URI (R-SEC-1: they are credentials until the code expires).
 #[derive(Clone, PartialEq, Eq)]
 pub struct QrCode {
-    /// The QR payload, `{api}/device?user_code=XXXXXXXX` (RFC 8628 §3.3.1, PROTOCOL.md §5.2); built from the
-    /// API origin when the server omitted it or sent one on another origin (R-QR-4).
-    pub verification_uri_complete: VerificationUriComplete,
-    /// The user code as shown next to the QR: `XXXX-XXXX` (R-QR-1, RFC 8628 §6.1).
+    /// The QR payload, `{api}/device?user_code=XXXXXXXX` (RFC 8628 §3.3.1, docs/protocol.md §3.7); the canonical URI
+    /// built from the API origin when the server sent one on another origin (R-QR-4). `None` when the server sent
+    /// none (RFC 8628 §3.2 makes it OPTIONAL): then the panel shows `verification_uri` and the code, and no QR
+    /// (docs/protocol.md §7).
+    pub verification_uri_complete: Option<VerificationUriComplete>,
+    /// The verification page the server named (shown in text beside or instead of the QR).
+    pub verification_uri: String,
+    /// The user code as shown next to the QR: `XXXX-XXXX` for a Roger code in any spelling (R-QR-1, RFC 8628
+    /// §6.1), another server's code verbatim.
     pub user_code_display: String,
     /// When the code expires (RFC 8628 §3.2 `expires_in` from the answer's arrival).
     pub expires_at: Instant,
@@ -195,6 +200,7 @@ impl fmt::Debug for QrCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QrCode")
             .field("verification_uri_complete", &self.verification_uri_complete)
+            .field("verification_uri", &self.verification_uri)
             .field("user_code_display", &"[redacted]")
             .field("expires_at", &self.expires_at)
             .field("request_id", &self.request_id)
@@ -240,11 +246,13 @@ pub enum PanelEvent {
     QrExpired,
     /// The user denied the session code (RFC 8628 §3.5 `access_denied`, or `invalid_grant`); a fresh QR follows.
     QrDenied,
-    /// The server broke a rule the panel tolerates, and the panel did the safe thing instead. Today:
-    /// [`PeerViolation::ForeignQrOrigin`] (R-QR-4), a `verification_uri_complete` that is not
-    /// `{api}/device?user_code=<the code>` on the API origin: it is not displayed; the QR shows that canonical URI
-    /// built from the configured API origin instead ([`crate::qr::displayable_payload`]). Report it.
-    PeerViolation(PeerViolation),
+    /// An answer deviated from the RFCs or from Roger's profile, and the panel read past it or refused it
+    /// (docs/protocol.md §7): a code in another spelling or alphabet, a string `expires_in`, no
+    /// `verification_uri_complete`, a narrowed scope, a malformed answer (refused and retried), or
+    /// [`PeerViolation::ForeignQrOrigin`] (R-QR-4: the QR shows the canonical URI built from the configured API
+    /// origin instead, [`crate::qr::displayable_payload`]). Each kind is reported once per panel: log it at warn
+    /// level (it names the endpoint and the rule, never a value).
+    PeerViolation(PeerReport),
     /// A user signed in (step 1 by QR, or a PIN login; PROTOCOL.md §8).
     SessionStarted {
         /// The user of the session token.
@@ -451,6 +459,7 @@ pub struct PanelSession {
     /// Token requests abandoned while in flight: a success they still yield is revoked.
     orphans: Vec<PanelRequestId>,
     events: VecDeque<PanelEvent>,
+    reported: ReportOnce,
 }
 
 impl PanelSession {
@@ -474,6 +483,7 @@ impl PanelSession {
             revocations: Vec::new(),
             orphans: Vec::new(),
             events: VecDeque::new(),
+            reported: ReportOnce::default(),
         }
     }
 
@@ -698,14 +708,24 @@ impl PanelSession {
     /// Feeds the HTTP answer to the request `id`. Answers to unknown or stale ids are ignored.
     pub fn handle_response(&mut self, now: Instant, id: PanelRequestId, response: &Response<Vec<u8>>) {
         if self.code_request.is_some_and(|s| s.is(id)) {
-            self.on_code_answer(now, crate::device_authorization::classify(response));
+            let result = crate::device_authorization::classify_noted(response);
+            let result = self.noted(crate::device_authorization::ENDPOINT, result);
+            self.on_code_answer(now, result);
         } else if let Some(c) = self.code_polled_by(id) {
             c.poll = None;
             c.poller.handle_response(now, response);
         } else if self.password.as_ref().is_some_and(|p| p.slot.is(id)) {
-            self.on_password_answer(now, crate::token::classify(response));
+            let result = crate::token::classify_noted(response);
+            let result = self.noted(crate::token::ENDPOINT, result);
+            self.on_password_answer(now, result);
         } else if let Some(pos) = self.revocations.iter().position(|r| r.slot.is(id)) {
-            self.on_revocation_answer(now, pos, crate::revocation::classify(response).map_err(Some));
+            let result = crate::revocation::classify(response);
+            if let Err(e) = &result {
+                if let Some(r) = PeerReport::from_error(crate::revocation::ENDPOINT, e) {
+                    self.report(r);
+                }
+            }
+            self.on_revocation_answer(now, pos, result.map_err(Some));
         } else if let Some(pos) = self.orphans.iter().position(|o| *o == id) {
             self.orphans.remove(pos);
             // An abandoned token request still minted a token: revoke it (RFC 7009), it is nobody's.
@@ -855,6 +875,41 @@ impl PanelSession {
     // ---------------------------------------------------------------------------------------------------------
     // Internals
 
+    /// Reports what a classifier noted or refused (once per kind) and passes its value on.
+    fn noted<T>(
+        &mut self,
+        endpoint: &'static str,
+        result: Result<(T, PeerViolations), ResponseError>,
+    ) -> Result<T, ResponseError> {
+        match result {
+            Ok((value, notes)) => {
+                for v in notes.iter() {
+                    self.report(PeerReport::tolerated(endpoint, v));
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                if let Some(r) = PeerReport::from_error(endpoint, &e) {
+                    self.report(r);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn report(&mut self, r: PeerReport) {
+        if self.reported.first(&r) {
+            self.events.push_back(PanelEvent::PeerViolation(r));
+        }
+    }
+
+    /// RFC 6749 §3.3: a grant narrower than the request is used as granted, and reported.
+    fn note_scope(&mut self, requested: &str, granted: Option<&str>) {
+        if crate::token::scope_narrowed(requested, granted) {
+            self.report(PeerReport::tolerated(crate::token::ENDPOINT, PeerViolation::ScopeNarrowed));
+        }
+    }
+
     fn fresh_id(&mut self) -> PanelRequestId {
         let id = PanelRequestId(self.next_id);
         self.next_id += 1;
@@ -909,14 +964,16 @@ impl PanelSession {
         // R-QR-4: a payload on another origin (or for another code) is never displayed; the canonical URI is.
         let (uri, refused) = crate::qr::displayable_payload(
             auth.verification_uri_complete.as_ref(),
+            &auth.verification_uri,
             &self.endpoints.api,
             &auth.user_code,
         );
         if refused.is_some() {
-            self.events.push_back(PanelEvent::PeerViolation(PeerViolation::ForeignQrOrigin));
+            self.report(PeerReport::tolerated(crate::device_authorization::ENDPOINT, PeerViolation::ForeignQrOrigin));
         }
         let qr = QrCode {
             verification_uri_complete: uri,
+            verification_uri: auth.verification_uri.clone(),
             user_code_display: crate::user_code::format_for_display(auth.user_code.secret()),
             expires_at: after(now, lifetime),
             request_id: auth.request_id.clone(),
@@ -961,11 +1018,13 @@ impl PanelSession {
     fn after_poller(&mut self, now: Instant) {
         let mut need_token = false;
         let mut result = None;
+        let mut reports = Vec::new();
         if let Some(c) = &mut self.current {
             while let Some(ev) = c.poller.poll_event() {
                 match ev {
                     PollerEvent::NeedDeviceToken => need_token = true,
                     PollerEvent::Finished => result = c.poller.take_result(),
+                    PollerEvent::PeerViolation(r) => reports.push(r),
                 }
             }
         }
@@ -979,8 +1038,12 @@ impl PanelSession {
                             granted.push(t);
                         }
                     }
+                    PollerEvent::PeerViolation(r) => reports.push(r),
                 }
             }
+        }
+        for r in reports {
+            self.report(r);
         }
         // Denied, expired or refused outgoing codes simply go: the display already shows their successor.
         self.outgoing.retain(|c| !c.poller.is_finished());
@@ -1044,6 +1107,7 @@ impl PanelSession {
             // A QR login overtook a PIN login: the PIN request is abandoned (R-PWD-1).
             self.abandon_password();
         }
+        self.note_scope(requested, t.scope.as_deref());
         let user = t.user.clone().unwrap_or_else(|| TokenUser {
             id: String::new(),
             username: username.unwrap_or_default().to_owned(),
@@ -1182,6 +1246,7 @@ impl PanelSession {
                 self.events.push_back(PanelEvent::PinRejected { reason: PinRejectReason::Refused });
             }
             (PinPurpose::Step2, true) => {
+                self.note_scope(requested, t.scope.as_deref());
                 let token = user_token(now, t, requested);
                 let scopes = token.scopes.clone();
                 let old = self.session.as_mut().and_then(|s| s.step2.replace(token));
@@ -1266,6 +1331,8 @@ mod tests {
         Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, "application/json")
+            // Credential answers carry no-store (R-SEC-1); its absence would be reported (docs/protocol.md §7).
+            .header(http::header::CACHE_CONTROL, "no-store")
             .body(body.as_bytes().to_vec())
             .unwrap()
     }
@@ -1383,7 +1450,7 @@ mod tests {
         let ev = events(&mut p);
         let [PanelEvent::ShowQr(qr)] = ev.as_slice() else { panic!("{ev:?}") };
         assert_eq!(qr.user_code_display, format!("{}-{}", &uc[..4], &uc[4..]));
-        assert_eq!(qr.verification_uri_complete.secret(), format!("{API}/device?user_code={uc}"));
+        assert_eq!(qr.verification_uri_complete.as_ref().unwrap().secret(), format!("{API}/device?user_code={uc}"));
         assert_eq!(qr.expires_at, t0 + s(120));
         assert_eq!(qr.request_id.as_deref(), Some("req-1"));
         assert_eq!(p.current_qr(), Some(qr));
@@ -1391,12 +1458,16 @@ mod tests {
         let dbg = format!("{qr:?} {p:?}");
         assert!(!dbg.contains(&uc[..4]), "{dbg}");
 
-        // Server omitted verification_uri_complete: built from the API origin (PROTOCOL.md §5.2).
+        // Server omitted verification_uri_complete (RFC 8628 §3.2 OPTIONAL): no QR, the URI and the code in text,
+        // reported once (docs/protocol.md §7).
         let mut p = PanelSession::new(PanelConfig::default(), CID, ep());
         let t = one(&mut p, t0);
         p.handle_response(t0, t.id(), &resp(200, &code_body(7, 120, 5, false)));
-        let qr = p.current_qr().unwrap();
-        assert_eq!(qr.verification_uri_complete.secret(), format!("{API}/device?user_code={}", user_code(7)));
+        let ev = events(&mut p);
+        let [PanelEvent::PeerViolation(r), PanelEvent::ShowQr(qr)] = ev.as_slice() else { panic!("{ev:?}") };
+        assert_eq!(r.violation, PeerViolation::MissingVerificationUriComplete);
+        assert_eq!(qr.verification_uri_complete, None);
+        assert_eq!(qr.verification_uri, format!("{API}/device"));
         assert_eq!(qr.user_code_display.len(), 9);
     }
 
@@ -1565,11 +1636,10 @@ mod tests {
         assert!(foreign.contains("phish.example/device?user_code="));
         p.handle_response(t0, tx.id(), &resp(200, &foreign));
         let ev = events(&mut p);
-        let [PanelEvent::PeerViolation(PeerViolation::ForeignQrOrigin), PanelEvent::ShowQr(qr)] = ev.as_slice() else {
-            panic!("{ev:?}")
-        };
+        let [PanelEvent::PeerViolation(r), PanelEvent::ShowQr(qr)] = ev.as_slice() else { panic!("{ev:?}") };
+        assert_eq!(*r, PeerReport::tolerated(crate::device_authorization::ENDPOINT, PeerViolation::ForeignQrOrigin));
         let uc = user_code(1);
-        assert_eq!(qr.verification_uri_complete.secret(), format!("{API}/device?user_code={uc}"));
+        assert_eq!(qr.verification_uri_complete.as_ref().unwrap().secret(), format!("{API}/device?user_code={uc}"));
         assert_eq!(qr.user_code_display, format!("{}-{}", &uc[..4], &uc[4..]));
         assert_eq!(p.current_qr(), Some(qr));
         // An own-origin payload raises nothing.
@@ -2098,6 +2168,8 @@ mod tests {
             /// Session codes the panel took whose `verification_uri_complete` was on a foreign origin, not yet
             /// reported.
             foreign_unreported: u32,
+            /// Reports are once per kind: after the first ForeignQrOrigin, later foreign payloads raise none.
+            foreign_reported: bool,
             /// The number of the last session-code answer that carried a foreign payload.
             foreign_sent: Option<u32>,
             /// The open PIN entry: the first request it sent (username, password, scope), and its latest id.
@@ -2118,11 +2190,23 @@ mod tests {
                 while let Some(e) = self.p.poll_event() {
                     match e {
                         PanelEvent::ShowQr(qr) => check_qr(&qr),
-                        PanelEvent::PeerViolation(v) => {
-                            // R-QR-4: reported exactly for the answers that carried a foreign payload.
-                            assert_eq!(v, PeerViolation::ForeignQrOrigin);
+                        PanelEvent::PeerViolation(r) if r.violation == PeerViolation::ForeignQrOrigin => {
+                            // R-QR-4: reported with the first answer that carried a foreign payload, once.
                             assert!(self.foreign_unreported > 0, "a ForeignQrOrigin without a foreign payload");
-                            self.foreign_unreported -= 1;
+                            assert!(!self.foreign_reported, "a second ForeignQrOrigin report");
+                            self.foreign_unreported = 0;
+                            self.foreign_reported = true;
+                        }
+                        PanelEvent::PeerViolation(r) => {
+                            // The other deviations this model's server makes: unreadable answers (refused), codes
+                            // without a QR payload (read, docs/protocol.md §7).
+                            assert!(
+                                matches!(
+                                    r.violation,
+                                    PeerViolation::MalformedSuccessBody | PeerViolation::MissingVerificationUriComplete
+                                ),
+                                "{r}"
+                            );
                         }
                         PanelEvent::PinRejected { .. } => {
                             assert!(self.pin_open, "a PIN verdict without a PIN entry");
@@ -2275,9 +2359,14 @@ mod tests {
             assert_eq!(d[4], b'-');
             let wire: String = qr.user_code_display.chars().filter(|c| *c != '-').collect();
             assert!(crate::user_code::is_wire_form(&wire));
-            assert!(qr.verification_uri_complete.secret().ends_with(&format!("user_code={wire}")));
+            // No payload from the server: no QR, the verification URI and the code in text (RFC 8628 §3.3).
+            let Some(uri) = qr.verification_uri_complete.as_ref() else {
+                assert!(!qr.verification_uri.is_empty());
+                return;
+            };
+            assert!(uri.secret().ends_with(&format!("user_code={wire}")));
             // R-QR-4: whatever the server sent, the displayed payload is on the API origin.
-            let carried = crate::qr::parse(qr.verification_uri_complete.secret(), API).map(|c| c.secret().to_owned());
+            let carried = crate::qr::parse(uri.secret(), API).map(|c| c.secret().to_owned());
             assert_eq!(carried, Ok(wire));
         }
 
@@ -2293,6 +2382,7 @@ mod tests {
                     outstanding: Vec::new(),
                     polls: HashMap::new(),
                     foreign_unreported: 0,
+                    foreign_reported: false,
                     foreign_sent: None,
                     pin_open: false,
                     pin_first: None,
@@ -2345,7 +2435,9 @@ mod tests {
                             if let Some(n) = h.foreign_sent.take() {
                                 // Taken (not a stale answer): the violation must be reported with it.
                                 let rid = format!("req-{n}");
-                                if h.p.current_qr().is_some_and(|q| q.request_id.as_deref() == Some(rid.as_str())) {
+                                if !h.foreign_reported
+                                    && h.p.current_qr().is_some_and(|q| q.request_id.as_deref() == Some(rid.as_str()))
+                                {
                                     h.foreign_unreported += 1;
                                 }
                             }

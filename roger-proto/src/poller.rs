@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 
 use crate::device_authorization::DeviceAuthorizationResponse;
-use crate::error::{OAuthErrorCode, ResponseError};
+use crate::error::{OAuthErrorCode, PeerReport, ResponseError};
 use crate::secret::{AccessToken, DeviceCode};
 use crate::timing;
 use crate::token::{TokenRequest, TokenResponse};
@@ -131,11 +131,15 @@ pub enum PollResult {
 
 /// What the poller asks of its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PollerEvent {
     /// The device token was refused: refresh it (R-TOK-1), then call [`DevicePoller::handle_device_token`].
     NeedDeviceToken,
     /// The flow has ended; take the result with [`DevicePoller::take_result`].
     Finished,
+    /// An answer deviated from the RFCs or from Roger's profile, and the poller read past it or refused it
+    /// (docs/protocol.md §7). Each kind is reported once per poller; report it at warn level.
+    PeerViolation(PeerReport),
 }
 
 /// A poll is due: build it with [`DevicePoller::request`] and send it.
@@ -174,6 +178,9 @@ pub struct DevicePoller {
     need_token_event: bool,
     finished_event: bool,
     result: Option<PollResult>,
+    /// Deviations to report, and the kinds already reported (the same deviation on every poll is reported once).
+    reports: std::collections::VecDeque<PeerReport>,
+    reported: crate::error::ReportOnce,
 }
 
 impl DevicePoller {
@@ -198,6 +205,8 @@ impl DevicePoller {
             need_token_event: false,
             finished_event: false,
             result: None,
+            reports: Default::default(),
+            reported: Default::default(),
         }
     }
 
@@ -285,9 +294,33 @@ impl DevicePoller {
         self.token_request().to_http(token_endpoint, bearer)
     }
 
-    /// Feeds the HTTP answer to the in-flight poll.
+    /// Feeds the HTTP answer to the in-flight poll. What the answer deviated in is reported as
+    /// [`PollerEvent::PeerViolation`] (once per kind).
     pub fn handle_response(&mut self, now: Instant, response: &Response<Vec<u8>>) {
-        self.handle_outcome(now, PollOutcome::from_result(crate::token::classify(response)));
+        if self.phase != Phase::InFlight {
+            return;
+        }
+        let result = match crate::token::classify_noted(response) {
+            Ok((t, notes)) => {
+                for v in notes.iter() {
+                    self.report(PeerReport::tolerated(crate::token::ENDPOINT, v));
+                }
+                Ok(t)
+            }
+            Err(e) => {
+                if let Some(r) = PeerReport::from_error(crate::token::ENDPOINT, &e) {
+                    self.report(r);
+                }
+                Err(e)
+            }
+        };
+        self.handle_outcome(now, PollOutcome::from_result(result));
+    }
+
+    fn report(&mut self, r: PeerReport) {
+        if self.reported.first(&r) {
+            self.reports.push_back(r);
+        }
     }
 
     /// Feeds a classified answer to the in-flight poll. Ignored when no poll is in flight.
@@ -365,6 +398,9 @@ impl DevicePoller {
 
     /// The next event for the driver.
     pub fn poll_event(&mut self) -> Option<PollerEvent> {
+        if let Some(r) = self.reports.pop_front() {
+            return Some(PollerEvent::PeerViolation(r));
+        }
         if std::mem::take(&mut self.need_token_event) {
             return Some(PollerEvent::NeedDeviceToken);
         }

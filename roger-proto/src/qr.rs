@@ -32,9 +32,11 @@ pub enum QrError {
 /// The path of the verification page under the API origin (PROTOCOL.md §5.2).
 pub const VERIFICATION_PATH: &str = "/device";
 
-/// Builds the QR payload `{api}/device?user_code=XXXXXXXX` (upper case, no hyphen; PROTOCOL.md §5.2).
+/// Builds the QR payload `{api}/device?user_code=XXXXXXXX` (upper case, no hyphen; docs/protocol.md §3.7). The code
+/// goes in as the server issued it, percent-encoded when it is not in Roger's wire form (a foreign server's code).
 pub fn verification_uri_complete(api: &str, user_code: &UserCode) -> String {
-    format!("{}{VERIFICATION_PATH}?user_code={}", api.trim_end_matches('/'), user_code.secret())
+    let code: String = form_urlencoded::byte_serialize(user_code.secret().as_bytes()).collect();
+    format!("{}{VERIFICATION_PATH}?user_code={code}", api.trim_end_matches('/'))
 }
 
 /// Reads a scanned QR: checks its origin against the configured API origin (R-QR-4, compared as origins:
@@ -64,38 +66,66 @@ pub fn parse(payload: &str, expected_api: &str) -> Result<UserCode, QrError> {
 }
 
 /// Checks a `verification_uri_complete` a panel is about to display (R-QR-4, MFP side; RFC 8628 §5.4 remote
-/// phishing): it must be [`parse`]able against the API origin (same scheme, host and port, path `/device`, one
-/// `user_code`) and carry the `user_code` of the same device authorization answer (R-QR-1: the QR and the text
-/// beside it are one code).
-pub fn check_display_payload(payload: &str, api: &str, user_code: &UserCode) -> Result<(), QrError> {
-    let carried = parse(payload, api)?;
-    // The answer's code in wire form (RFC 8628 §6.1); an answer's code that does not normalise cannot match.
-    let expected = crate::user_code::normalize(user_code.secret()).map_err(|_| QrError::OtherUserCode)?;
-    if carried != UserCode::new(expected) {
+/// phishing): it must be on the API origin (same scheme, host and port, no user info), its path `/device` or the
+/// path of the answer's own `verification_uri` on that origin (another server's verification page, docs/protocol.md
+/// §7), with one `user_code` parameter that is the answer's code (R-QR-1: the QR and the text beside it are one
+/// code), compared as RFC 8628 §6.1 recommends ([`crate::user_code::canonical`]), so `WDJB-MJHT` in the QR matches
+/// `WDJBMJHT` in the answer and a foreign server's `BCE3-88D0` matches itself.
+pub fn check_display_payload(
+    payload: &str,
+    api: &str,
+    verification_uri: &str,
+    user_code: &UserCode,
+) -> Result<(), QrError> {
+    let url = url::Url::parse(payload.trim()).map_err(|_| QrError::NotAUrl)?;
+    let expected = url::Url::parse(api).map_err(|_| QrError::NotAUrl)?.origin().ascii_serialization();
+    let found = url.origin().ascii_serialization();
+    if found != expected || !url.username().is_empty() || url.password().is_some() {
+        return Err(QrError::ForeignOrigin { expected, found });
+    }
+    let page = url::Url::parse(verification_uri)
+        .ok()
+        .filter(|v| v.origin().ascii_serialization() == expected)
+        .map(|v| v.path().to_owned());
+    if url.path() != VERIFICATION_PATH && page.as_deref() != Some(url.path()) {
+        return Err(QrError::WrongPath);
+    }
+    let mut carried = None;
+    for (k, v) in url.query_pairs() {
+        if k == "user_code" {
+            if carried.is_some() {
+                return Err(QrError::BadUserCode("user_code appears twice".into()));
+            }
+            carried = Some(v.into_owned());
+        }
+    }
+    let carried = carried.ok_or_else(|| QrError::BadUserCode("missing".into()))?;
+    if crate::user_code::canonical(&carried) != crate::user_code::canonical(user_code.secret()) {
         return Err(QrError::OtherUserCode);
     }
     Ok(())
 }
 
 /// The QR payload an MFP displays for a code (R-QR-1, R-QR-4): the `verification_uri_complete` it received when
-/// [`check_display_payload`] accepts it; otherwise the canonical `{api}/device?user_code=XXXXXXXX` built from the
-/// configured API origin (PROTOCOL.md §5 step 2), together with the reason the received one was refused, which
-/// the caller reports as [`crate::PeerViolation::ForeignQrOrigin`]. A payload on another origin is thus never
-/// displayed, while the code itself (issued by the API) stays usable: the QR now points where the phone accepts
-/// it, and the user code beside it is unchanged. An absent payload (the server omitted the member) is built the
-/// same way without a refusal.
+/// [`check_display_payload`] accepts it; otherwise the canonical `{api}/device?user_code=…` built from the
+/// configured API origin and the answer's code (docs/protocol.md §3.7), together with the reason the received one was
+/// refused, which the caller reports as [`crate::PeerViolation::ForeignQrOrigin`]. A payload on another origin is
+/// thus never displayed, while the code itself (issued by the API) stays usable: the QR now points where the phone
+/// accepts it, and the user code beside it is unchanged.
+///
+/// An absent payload (the server omitted the OPTIONAL member, RFC 8628 §3.2) gives no QR at all: the panel shows the
+/// verification URI and the user code for manual entry (RFC 8628 §3.3), and the classifier has already noted
+/// [`crate::PeerViolation::MissingVerificationUriComplete`].
 pub fn displayable_payload(
     received: Option<&VerificationUriComplete>,
+    verification_uri: &str,
     api: &str,
     user_code: &UserCode,
-) -> (VerificationUriComplete, Option<QrError>) {
-    let canonical = || VerificationUriComplete::new(verification_uri_complete(api, user_code));
-    match received {
-        None => (canonical(), None),
-        Some(uri) => match check_display_payload(uri.secret(), api, user_code) {
-            Ok(()) => (uri.clone(), None),
-            Err(e) => (canonical(), Some(e)),
-        },
+) -> (Option<VerificationUriComplete>, Option<QrError>) {
+    let Some(uri) = received else { return (None, None) };
+    match check_display_payload(uri.secret(), api, verification_uri, user_code) {
+        Ok(()) => (Some(uri.clone()), None),
+        Err(e) => (Some(VerificationUriComplete::new(verification_uri_complete(api, user_code))), Some(e)),
     }
 }
 
@@ -135,14 +165,23 @@ mod tests {
         let code = UserCode::new("WDJBMJHT");
         let own = VerificationUriComplete::new("https://eu.roger.example/device?user_code=WDJBMJHT");
         let canonical = "https://eu.roger.example/device?user_code=WDJBMJHT";
-        let (shown, refused) = displayable_payload(Some(&own), api, &code);
-        assert_eq!((shown.secret(), refused), (own.secret(), None));
-        // Absent: built from the API origin, nothing to report.
-        let (shown, refused) = displayable_payload(None, api, &code);
-        assert_eq!((shown.secret(), refused), (canonical, None));
-        // The received spelling is kept when it is the same code (RFC 8628 §6.1 normalisation).
+        let page = "https://eu.roger.example/device";
+        let (shown, refused) = displayable_payload(Some(&own), page, api, &code);
+        assert_eq!((shown.as_ref().map(|s| s.secret()), refused), (Some(own.secret()), None));
+        // Absent (RFC 8628 §3.2 OPTIONAL): no QR, nothing refused; the panel shows the URI and the code.
+        assert_eq!(displayable_payload(None, page, api, &code), (None, None));
+        // The received spelling is kept when it is the same code (RFC 8628 §6.1 normalisation), whichever side
+        // carries the separators.
         let spelled = VerificationUriComplete::new("https://eu.roger.example:443/device?user_code=wdjb-mjht");
-        assert_eq!(displayable_payload(Some(&spelled), api, &code), (spelled.clone(), None));
+        assert_eq!(displayable_payload(Some(&spelled), page, api, &code), (Some(spelled.clone()), None));
+        let hyphenated = UserCode::new("WDJB-MJHT");
+        assert_eq!(displayable_payload(Some(&own), page, api, &hyphenated), (Some(own.clone()), None));
+        // A foreign server's code and verification page on the API origin (oidc-provider, Keycloak).
+        let foreign = UserCode::new("BCE3-88D0");
+        let theirs = VerificationUriComplete::new("https://eu.roger.example/realms/x/device?user_code=BCE3-88D0");
+        let (shown, refused) =
+            displayable_payload(Some(&theirs), "https://eu.roger.example/realms/x/device", api, &foreign);
+        assert_eq!((shown, refused), (Some(theirs), None));
         for (bad, why) in [
             ("https://phish.example/device?user_code=WDJBMJHT", "foreign"),
             ("http://eu.roger.example/device?user_code=WDJBMJHT", "foreign"),
@@ -153,8 +192,8 @@ mod tests {
             ("javascript:alert(1)", "foreign"),
             ("no url at all", "url"),
         ] {
-            let (shown, refused) = displayable_payload(Some(&VerificationUriComplete::new(bad)), api, &code);
-            assert_eq!(shown.secret(), canonical, "{bad}");
+            let (shown, refused) = displayable_payload(Some(&VerificationUriComplete::new(bad)), page, api, &code);
+            assert_eq!(shown.as_ref().map(|s| s.secret()), Some(canonical), "{bad}");
             let refused = refused.unwrap_or_else(|| panic!("{bad} was accepted"));
             let kind = match refused {
                 QrError::ForeignOrigin { .. } => "foreign",
@@ -168,15 +207,18 @@ mod tests {
     }
 
     proptest! {
-        /// R-QR-4: whatever the server sends, the displayed payload is on the API origin and carries the code.
+        /// R-QR-4: whatever the server sends, a displayed payload is on the API origin and carries the code.
         #[test]
         fn displayed_payload_always_on_api_origin(received in proptest::option::of(".*"), idx in proptest::collection::vec(0usize..20, 8)) {
             let api = "https://h.example:8443";
             let code: String = idx.iter().map(|i| crate::user_code::ALPHABET[*i] as char).collect();
             let code = UserCode::new(code);
             let received = received.map(VerificationUriComplete::new);
-            let (shown, _) = displayable_payload(received.as_ref(), api, &code);
-            prop_assert_eq!(parse(shown.secret(), api), Ok(code));
+            let (shown, _) = displayable_payload(received.as_ref(), "https://h.example:8443/device", api, &code);
+            prop_assert_eq!(shown.is_some(), received.is_some());
+            if let Some(shown) = shown {
+                prop_assert_eq!(parse(shown.secret(), api), Ok(code));
+            }
         }
 
         /// RFC 8628 §3.3.1 payload round trip.

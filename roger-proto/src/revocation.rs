@@ -94,6 +94,9 @@ impl RevocationRequest {
     }
 }
 
+/// The request line revocation answers belong to, for [`crate::error::PeerReport`]s.
+pub const ENDPOINT: &str = "POST /oauth/revoke";
+
 /// Classifies a revocation answer: any 2xx is success (RFC 7009 §2.2: "The content of the response body is
 /// ignored by the client"); errors as RFC 7009 §2.2.1 / RFC 6749 §5.2.
 pub fn classify(resp: &Response<Vec<u8>>) -> Result<(), ResponseError> {

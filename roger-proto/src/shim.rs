@@ -367,8 +367,10 @@ pub struct StartAnswer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RegisterAnswer {
-    /// The QR payload (`verification_uri_complete`).
-    pub qr: String,
+    /// The QR payload (`verification_uri_complete`); `null` when the server sent none and the panel shows the
+    /// verification URI and the code instead (docs/protocol.md §7).
+    #[serde(default)]
+    pub qr: Option<String>,
     /// The user code as shown (`XXXX-XXXX`).
     pub user_code: String,
     /// A PNG of the panel, if the shim has the `screenshot` capability.
@@ -540,7 +542,7 @@ mod tests {
         #[test]
         fn typed_answers_round_trip(
             capabilities in proptest::collection::vec(any::<String>(), 0..4),
-            qr in any::<String>(), user_code in any::<String>(), screenshot in proptest::option::of(any::<String>()),
+            qr in proptest::option::of(any::<String>()), user_code in any::<String>(), screenshot in proptest::option::of(any::<String>()),
             state in arb_state(), pqr in proptest::option::of(any::<String>()),
             puc in proptest::option::of(any::<String>()), user in proptest::option::of(any::<String>()),
             scopes in proptest::collection::vec(any::<String>(), 0..3),

@@ -5,7 +5,7 @@
 use http::{Request, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ResponseError;
+use crate::error::{PeerViolation, PeerViolations, ResponseError};
 use crate::metadata::GRANT_DEVICE_CODE;
 use crate::secret::{AccessToken, AuthorizationCode, DeviceCode, Password, PkceVerifier, RefreshToken};
 use crate::wire::{encode_form, post_form, Form, FormError};
@@ -279,18 +279,94 @@ impl TokenResponse {
     }
 }
 
-/// Classifies a token-endpoint answer (see [`crate::wire::classify_oauth`]); a non-Bearer token type is
-/// reported as [`crate::PeerViolation::UnexpectedTokenType`].
-pub fn classify(resp: &Response<Vec<u8>>) -> Result<TokenResponse, ResponseError> {
-    let t: TokenResponse = crate::wire::classify_oauth(resp)?;
-    if !t.is_bearer() {
+/// The request line token answers belong to, for [`crate::error::PeerReport`]s.
+pub const ENDPOINT: &str = "POST /oauth/token";
+
+/// A token answer as servers in the field send it (docs/protocol.md §7): `expires_in` as a string, `scope` as an
+/// array.
+#[derive(Deserialize)]
+struct FieldAnswer {
+    access_token: AccessToken,
+    token_type: String,
+    #[serde(default)]
+    expires_in: Option<crate::wire::LenientSeconds>,
+    #[serde(default)]
+    refresh_token: Option<RefreshToken>,
+    #[serde(default)]
+    scope: Option<FieldScope>,
+    #[serde(default)]
+    device_id: Option<String>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    user: Option<TokenUser>,
+}
+
+/// RFC 6749 §3.3's space-delimited string, or the array of strings some servers send.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FieldScope {
+    Delimited(String),
+    Array(Vec<String>),
+}
+
+/// Classifies a token-endpoint answer (see [`crate::wire::classify_oauth`]) and says what it tolerated
+/// (docs/protocol.md §7):
+/// * `expires_in` as a string: [`crate::PeerViolation::ExpiresInAsString`];
+/// * `scope` as a JSON array: [`crate::PeerViolation::ScopeNotSpaceDelimited`] (read as the space-joined string);
+/// * no `Cache-Control: no-store` (R-SEC-1): [`crate::PeerViolation::MissingNoStore`].
+///
+/// `token_type` is compared case-insensitively (RFC 6749 §5.1: "The value is case insensitive"), so `bearer` is not
+/// even a deviation. Any other type is refused as [`crate::PeerViolation::UnexpectedTokenType`]: the token would
+/// be sent as a bearer token (RFC 6750) to a server that did not issue it as one. Whether a granted scope is
+/// narrower than the request is the caller's to judge ([`scope_narrowed`]).
+pub fn classify_noted(resp: &Response<Vec<u8>>) -> Result<(TokenResponse, PeerViolations), ResponseError> {
+    let t: FieldAnswer = crate::wire::classify_oauth(resp)?;
+    if !t.token_type.eq_ignore_ascii_case("bearer") {
         return Err(ResponseError::Malformed {
             status: resp.status().as_u16(),
-            violation: crate::PeerViolation::UnexpectedTokenType,
+            violation: PeerViolation::UnexpectedTokenType,
             detail: "token_type is not Bearer".into(),
         });
     }
-    Ok(t)
+    let mut notes = PeerViolations::NONE;
+    if t.expires_in.is_some_and(|e| e.from_string) {
+        notes.insert(PeerViolation::ExpiresInAsString);
+    }
+    let scope = match t.scope {
+        Some(FieldScope::Delimited(s)) => Some(s),
+        Some(FieldScope::Array(a)) => {
+            notes.insert(PeerViolation::ScopeNotSpaceDelimited);
+            Some(a.join(" "))
+        }
+        None => None,
+    };
+    if !crate::wire::has_no_store(resp.headers()) {
+        notes.insert(PeerViolation::MissingNoStore);
+    }
+    let answer = TokenResponse {
+        access_token: t.access_token,
+        token_type: t.token_type,
+        expires_in: t.expires_in.map(|e| e.secs),
+        refresh_token: t.refresh_token,
+        scope,
+        device_id: t.device_id,
+        tenant_id: t.tenant_id,
+        user: t.user,
+    };
+    Ok((answer, notes))
+}
+
+/// [`classify_noted`] without the notes.
+pub fn classify(resp: &Response<Vec<u8>>) -> Result<TokenResponse, ResponseError> {
+    classify_noted(resp).map(|(t, _)| t)
+}
+
+/// Whether `granted` (a token answer's `scope`; absent means what was requested, RFC 6749 §5.1) lacks a scope of
+/// `requested`. RFC 6749 §3.3 lets the server narrow the scope; a client then offers only what was granted and
+/// reports [`crate::PeerViolation::ScopeNarrowed`].
+pub fn scope_narrowed(requested: &str, granted: Option<&str>) -> bool {
+    granted.is_some_and(|g| requested.split(' ').filter(|s| !s.is_empty()).any(|want| !scope::contains(g, want)))
 }
 
 #[cfg(test)]
@@ -413,6 +489,49 @@ mod tests {
             classify(&mac),
             Err(ResponseError::Malformed { violation: crate::PeerViolation::UnexpectedTokenType, .. })
         ));
+    }
+
+    /// docs/protocol.md §7: the token answers of servers in the field, each read and noted.
+    #[test]
+    fn classify_notes_field_deviations() {
+        let ok = |body: &str| {
+            Response::builder()
+                .status(200)
+                .header(http::header::CACHE_CONTROL, "no-store")
+                .body(body.as_bytes().to_vec())
+                .unwrap()
+        };
+        let base = r#"{"access_token":"a","token_type":"Bearer","expires_in":1200,"scope":"roger.print roger.scan"}"#;
+        assert!(classify_noted(&ok(base)).unwrap().1.is_empty());
+        // Azure AD v1, Oracle OCI: a string lifetime.
+        let (t, n) = classify_noted(&ok(&base.replace("1200", "\"1200\""))).unwrap();
+        assert_eq!((t.expires_in, n.iter().collect::<Vec<_>>()), (Some(1200), vec![PeerViolation::ExpiresInAsString]));
+        // GitHub, Keycloak, UAA: lower-case `bearer` is RFC-legal and not noted.
+        assert!(classify_noted(&ok(&base.replace("Bearer", "bearer"))).unwrap().1.is_empty());
+        // SimpleIdServer: scope as an array.
+        let (t, n) =
+            classify_noted(&ok(&base.replace("\"roger.print roger.scan\"", "[\"roger.print\",\"roger.scan\"]")))
+                .unwrap();
+        assert_eq!(t.scope.as_deref(), Some("roger.print roger.scan"));
+        assert!(n.contains(PeerViolation::ScopeNotSpaceDelimited));
+        // GitHub OAuth apps, Salesforce: no expires_in (RFC 6749 §5.1 RECOMMENDED only).
+        let (t, n) = classify_noted(&ok(&base.replace(",\"expires_in\":1200", ""))).unwrap();
+        assert_eq!((t.expires_in, n), (None, PeerViolations::NONE));
+        // No no-store: noted (R-SEC-1).
+        let bare = Response::builder().status(200).body(base.as_bytes().to_vec()).unwrap();
+        assert!(classify_noted(&bare).unwrap().1.contains(PeerViolation::MissingNoStore));
+        // RFC 8693's N_A is no bearer token: refused.
+        assert!(classify(&ok(&base.replace("Bearer", "N_A"))).is_err());
+    }
+
+    /// RFC 6749 §3.3: a narrower grant is noticed, an absent or equal or wider one is not.
+    #[test]
+    fn narrowed_scopes() {
+        assert!(scope_narrowed("roger.print roger.scan", Some("roger.print")));
+        assert!(!scope_narrowed("roger.print roger.scan", Some("roger.scan roger.print")));
+        assert!(!scope_narrowed("roger.print roger.scan", None));
+        assert!(!scope_narrowed("roger.device", Some("roger.device offline_access")));
+        assert!(scope_narrowed("roger.device offline_access", Some("roger.device")));
     }
 
     #[test]

@@ -276,6 +276,57 @@ pub fn lenient_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error>
     }
 }
 
+/// A lifetime in seconds read like [`lenient_seconds`], remembering whether it came as a string, so that a
+/// classifier can report [`PeerViolation::ExpiresInAsString`] (docs/protocol.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LenientSeconds {
+    /// The seconds.
+    pub secs: u64,
+    /// Whether the server sent a string (`"1200"`) instead of a number (RFC 6749 §5.1).
+    pub from_string: bool,
+}
+
+impl<'de> Deserialize<'de> for LenientSeconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = LenientSeconds;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of seconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(LenientSeconds { secs: v, from_string: false })
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(LenientSeconds { secs: v.max(0) as u64, from_string: false })
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                if v.is_finite() {
+                    Ok(LenientSeconds { secs: v.max(0.0) as u64, from_string: false })
+                } else {
+                    Err(E::custom("lifetime is not a finite number"))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                let secs = v
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| E::custom("lifetime string is not a whole number of seconds"))?;
+                Ok(LenientSeconds { secs, from_string: true })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Whether `Cache-Control` carries `no-store` (RFC 6749 §5.1, RFC 9111 §5.2.2.5; R-SEC-1), in any of its values.
+pub fn has_no_store(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-store"))))
+}
+
 /// [`lenient_seconds`] for optional members.
 pub fn lenient_seconds_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
@@ -325,6 +376,65 @@ pub fn classify_api_empty(resp: &Response<Vec<u8>>) -> Result<(), ResponseError>
         return Ok(());
     }
     classify::<serde::de::IgnoredAny>(resp, false).map(|_| ())
+}
+
+/// Classifies an API answer of the form `{"<member>":[…]}` item by item (docs/protocol.md §7): the list itself must
+/// be there (else [`PeerViolation::MissingRequiredField`], refused), but an item that does not read as `T` is left
+/// out and noted as [`PeerViolation::ListItemRefused`], and an item without one of the `defaulted` members is
+/// kept with `T`'s default for it and noted as [`PeerViolation::MemberDefaulted`]. Errors as [`classify_api`].
+pub fn classify_api_list<T: DeserializeOwned>(
+    resp: &Response<Vec<u8>>,
+    member: &'static str,
+    defaulted: &[&str],
+) -> Result<(Vec<T>, crate::error::PeerViolations), ResponseError> {
+    let status = resp.status().as_u16();
+    let mut body: serde_json::Map<String, serde_json::Value> = classify_api(resp)?;
+    let Some(serde_json::Value::Array(items)) = body.remove(member) else {
+        return Err(ResponseError::Malformed {
+            status,
+            violation: PeerViolation::MissingRequiredField,
+            detail: format!("the answer has no `{member}` list"),
+        });
+    };
+    let mut notes = crate::error::PeerViolations::NONE;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        if let serde_json::Value::Object(map) = &item {
+            if defaulted.iter().any(|m| !map.contains_key(*m)) {
+                notes.insert(PeerViolation::MemberDefaulted);
+            }
+        }
+        match T::deserialize(item) {
+            Ok(t) => out.push(t),
+            Err(_) => notes.insert(PeerViolation::ListItemRefused),
+        }
+    }
+    Ok((out, notes))
+}
+
+/// Classifies an API answer as [`classify_api`] does, noting [`PeerViolation::MemberDefaulted`] when one of the
+/// `optional` member paths (e.g. `["upload", "expires_at"]`) is absent from an object that is there
+/// (docs/protocol.md §7).
+pub fn classify_api_defaults<T: DeserializeOwned>(
+    resp: &Response<Vec<u8>>,
+    optional: &[&[&str]],
+) -> Result<(T, crate::error::PeerViolations), ResponseError> {
+    let status = resp.status().as_u16();
+    let value: serde_json::Value = classify_api(resp)?;
+    let mut notes = crate::error::PeerViolations::NONE;
+    for path in optional {
+        let Some((last, parents)) = path.split_last() else { continue };
+        let parent = parents.iter().try_fold(&value, |v, m| v.get(*m));
+        if parent.is_some_and(|p| p.is_object() && p.get(*last).is_none()) {
+            notes.insert(PeerViolation::MemberDefaulted);
+        }
+    }
+    let t = T::deserialize(value).map_err(|e| ResponseError::Malformed {
+        status,
+        violation: PeerViolation::MalformedSuccessBody,
+        detail: redact_serde_error(&e),
+    })?;
+    Ok((t, notes))
 }
 
 fn classify<T: DeserializeOwned>(resp: &Response<Vec<u8>>, oauth: bool) -> Result<T, ResponseError> {
@@ -559,5 +669,29 @@ mod tests {
         assert_eq!(serde_json::from_str::<T>(r#"{"e":-5}"#).unwrap().e, 0);
         assert!(serde_json::from_str::<T>(r#"{"e":"soon"}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"e":true}"#).is_err());
+    }
+
+    /// The same readings, and whether a string was read (docs/protocol.md §7 `ExpiresInAsString`).
+    #[test]
+    fn lenient_seconds_type_remembers_strings() {
+        let read = |j: &str| serde_json::from_str::<LenientSeconds>(j).map(|l| (l.secs, l.from_string)).ok();
+        assert_eq!(read("3600"), Some((3600, false)));
+        assert_eq!(read("\" 3600 \""), Some((3600, true)));
+        assert_eq!(read("-5"), Some((0, false)));
+        assert_eq!(read("12.9"), Some((12, false)));
+        assert_eq!(read("\"soon\""), None);
+        assert_eq!(read("true"), None);
+        assert_eq!(read("null"), None);
+    }
+
+    /// RFC 6749 §5.1 `Cache-Control: no-store`, among other directives and values.
+    #[test]
+    fn no_store_detection() {
+        let mut h = HeaderMap::new();
+        assert!(!has_no_store(&h));
+        h.append(http::header::CACHE_CONTROL, "private".parse().unwrap());
+        assert!(!has_no_store(&h));
+        h.append(http::header::CACHE_CONTROL, "max-age=0, No-Store".parse().unwrap());
+        assert!(has_no_store(&h));
     }
 }

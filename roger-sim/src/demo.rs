@@ -449,7 +449,10 @@ async fn story(
                     "screenshot",
                 )
             }
-            None => (admin.scan_payload(&shown.qr).map_err(|e| format!("QR refused: {e}"))?, "QR"),
+            None => match &shown.qr {
+                Some(qr) => (admin.scan_payload(qr).map_err(|e| format!("QR refused: {e}"))?, "QR"),
+                None => (admin.typed_code(&shown.user_code).map_err(|e| format!("code refused: {e}"))?, "typed code"),
+            },
         };
         let review = admin.look_up(&code).await.map_err(|e| format!("lookup: {e}"))?;
         let l = &review.lookup;
@@ -707,7 +710,10 @@ async fn story(
                 let bytes = std::fs::read(png).map_err(|e| format!("cannot read {}: {e}", png.display()))?;
                 admin.scan_png(&bytes).map_err(|e| format!("the phone cannot read the screenshot: {e}"))?
             }
-            None => admin.scan_payload(&shown.qr).map_err(|e| format!("QR refused: {e}"))?,
+            None => match &shown.qr {
+                Some(qr) => admin.scan_payload(qr).map_err(|e| format!("QR refused: {e}"))?,
+                None => admin.typed_code(&shown.user_code).map_err(|e| format!("code refused: {e}"))?,
+            },
         };
         let review = admin.look_up(&code).await.map_err(|e| format!("lookup: {e}"))?;
         admin.approve(&review, Some(CodeKind::Registration)).await.map_err(|e| format!("approve: {e}"))?;

@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request};
-use roger_proto::api::{self, DesktopFile, Job, JobList, PushCredentials, SubmitJob};
+use roger_proto::api::{self, DesktopFile, Job, PushCredentials, SubmitJob};
 use roger_proto::device_authorization::{self, DeviceAuthorizationRequest, DeviceAuthorizationResponse};
 use roger_proto::discovery::{check_transport, DiscoveryError};
 use roger_proto::driver::TransportError;
@@ -228,8 +228,9 @@ impl Desktop {
             .to_http(&self.app.endpoints().device_authorization, None)
             .map_err(|e| AppError::Setup(e.to_string()))?;
         let resp = self.app.send("desktop login code", http).await?;
-        let answer = device_authorization::classify(&resp)
-            .map_err(|source| AppError::Server { what: "desktop login code", source })?;
+        let result = device_authorization::classify_noted(&resp);
+        self.app.report(device_authorization::ENDPOINT, &result);
+        let (answer, _) = result.map_err(|source| AppError::Server { what: "desktop login code", source })?;
         let poller = DevicePoller::new(Instant::now(), &answer, client_id::DESKTOP, PollerConfig::default());
         Ok(PendingLogin { answer, poller })
     }
@@ -344,13 +345,17 @@ impl Desktop {
 
     /// `GET /api/v1/jobs?state=released` (PROTOCOL.md §9): the user's jobs released and not yet printed.
     async fn released_jobs(&mut self) -> Result<Vec<Job>, DesktopError> {
-        let list: JobList = self
+        let resp = self
             .app
-            .call("released jobs", |a, t| {
+            .call_raw("released jobs", |a, t| {
                 let url = format!("{}{}?state=released", a.trim_end_matches('/'), api::paths::JOBS);
                 wire::api_request(Method::GET, &url, t, None)
             })
             .await?;
+        // Item by item (docs/protocol.md §7).
+        let result = api::classify_job_list(&resp);
+        self.app.report(api::JOBS_ENDPOINT, &result);
+        let (list, _) = result.map_err(|source| AppError::Server { what: "released jobs", source })?;
         Ok(list.jobs)
     }
 

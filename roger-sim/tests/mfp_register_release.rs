@@ -38,8 +38,9 @@ async fn registers_then_releases_alices_drive_job() {
 
     // §5: the registration QR and the user code side by side (R-QR-1), as a PNG screenshot with a text file.
     let shown = mfp.register().await.expect("registration code");
-    assert!(shown.qr.starts_with(&format!("{}/device?user_code=", s.api)), "the QR is on the API origin");
-    let code = shown.qr.rsplit('=').next().expect("code in the QR").to_owned();
+    let qr = shown.qr.clone().expect("a QR payload");
+    assert!(qr.starts_with(&format!("{}/device?user_code=", s.api)), "the QR is on the API origin");
+    let code = qr.rsplit('=').next().expect("code in the QR").to_owned();
     assert_eq!(code.len(), 8);
     assert_eq!(shown.user_code, format!("{}-{}", &code[..4], &code[4..]), "XXXX-XXXX beside the QR");
     let png = shown.screenshot.clone().expect("a screenshot");

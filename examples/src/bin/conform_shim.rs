@@ -33,13 +33,14 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use roger_examples::transfer::{download, idempotency_key, send_retrying, upload, UPLOAD_CHUNK};
-use roger_examples::{load, store_atomically, transport};
-use roger_proto::api::{self, JobList, JobOutcome, JobResult, JobSource, ReleaseAnswer as ApiRelease};
-use roger_proto::api::{ReleaseRequest, ScanComplete, ScanCreate, ScanCreated};
+use roger_examples::{driver, load, store_atomically, transport, warning};
+use roger_proto::api::{self, JobOutcome, JobResult, JobSource, ReleaseAnswer as ApiRelease};
+use roger_proto::api::{ReleaseRequest, ScanComplete, ScanCreate};
 use roger_proto::discovery::TransportPolicy;
 use roger_proto::driver::mfp::{MfpClient, MfpEvent, MfpInput};
 use roger_proto::driver::reqwest_transport::ReqwestTransport;
 use roger_proto::driver::Driver;
+use roger_proto::error::PeerReport;
 use roger_proto::lifecycle::{Connection, ConnectionState, LifecycleConfig, LifecycleEvent};
 use roger_proto::metadata::Endpoints;
 use roger_proto::panel::{PanelConfig, PanelEvent, PanelState as Machine};
@@ -47,7 +48,7 @@ use roger_proto::secret::{AccessToken, Password, Pin};
 use roger_proto::shim::{self, JobsAnswer, PanelAnswer, PanelState, PinAnswer, RegisterAnswer, ShimAnswer};
 use roger_proto::shim::{ShimJob, ShimRequest, StartAnswer};
 use roger_proto::token::scope;
-use roger_proto::wire::{classify_api, classify_api_empty};
+use roger_proto::wire::classify_api_empty;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -77,7 +78,8 @@ fn fail(code: &str, detail: impl std::fmt::Display) -> ShimAnswer {
 /// A code on display: the QR payload and, beside it, the user code (R-QR-1).
 #[derive(Clone)]
 struct Shown {
-    qr: String,
+    /// `None` when the server sent no `verification_uri_complete` (docs/protocol.md §7).
+    qr: Option<String>,
     user_code: String,
 }
 
@@ -112,7 +114,7 @@ impl Snapshot {
         self.release_token = p.and_then(|p| p.release_token()).cloned();
         self.user_token = p.and_then(|p| p.user_token()).cloned();
         self.session_qr = p.and_then(|p| p.current_qr()).map(|q| Shown {
-            qr: q.verification_uri_complete.secret().to_owned(),
+            qr: q.verification_uri_complete.as_ref().map(|v| v.secret().to_owned()),
             user_code: q.user_code_display.clone(),
         });
     }
@@ -138,7 +140,7 @@ impl Snapshot {
         let session = state == PanelState::Session;
         PanelAnswer {
             state,
-            qr: shown.map(|s| s.qr.clone()),
+            qr: shown.and_then(|s| s.qr.clone()),
             user_code: shown.map(|s| s.user_code.clone()),
             screenshot: None,
             user: self.user.clone().filter(|_| session),
@@ -163,10 +165,17 @@ fn on_event(panel: &Panel, state_dir: &std::path::Path, client: &MfpClient, ev: 
         MfpEvent::Lifecycle(LifecycleEvent::ShowRegistration {
             verification_uri_complete, user_code_display, ..
         }) => {
-            // Your firmware: draw the QR and print the user code beside it (R-QR-1).
-            registration =
-                Some(Shown { qr: verification_uri_complete.secret().to_owned(), user_code: user_code_display.clone() });
+            // Your firmware: draw the QR and print the user code beside it (R-QR-1); without a
+            // verification_uri_complete from the server, no QR: the verification page and the code
+            // (docs/protocol.md §7).
+            let qr = verification_uri_complete.as_ref().map(|v| v.secret().to_owned());
+            registration = Some(Shown { qr, user_code: user_code_display.clone() });
             log("registration: showing a QR code and its user code");
+        }
+        // What the machines read past or refused (docs/protocol.md §7): a warning in the log, once per kind, naming
+        // the endpoint and the rule, never a value. Your firmware: its own log at warn level.
+        MfpEvent::Lifecycle(LifecycleEvent::PeerViolation(r)) | MfpEvent::Panel(PanelEvent::PeerViolation(r)) => {
+            log(warning(r))
         }
         MfpEvent::Lifecycle(LifecycleEvent::Registered { device_id, .. }) => log(format!("registered as {device_id}")),
         MfpEvent::Lifecycle(LifecycleEvent::RegistrationFailed(why)) => log(format!("registration failed: {why:?}")),
@@ -234,7 +243,8 @@ impl Printer {
     /// saved connection, then the runner task that drives roger-proto's lifecycle and panel machines.
     async fn boot(cfg: &StartConfig) -> Result<Self, String> {
         let transport = transport(cfg.ca.as_deref())?; // TLS verified against the system roots plus `ca`.
-        let api = Driver::new(transport.clone());
+                                                       // Deviations of the server are logged as warnings, once each (docs/protocol.md §7).
+        let api = driver(transport.clone());
         let region = api.discover(&cfg.discovery, None, cfg.policy).await.map_err(|e| e.to_string())?;
         let endpoints = api.metadata(&region.api, cfg.policy).await.map_err(|e| e.to_string())?;
         let lifecycle = LifecycleConfig::new(&cfg.client_id, MODEL, SERIAL);
@@ -358,8 +368,10 @@ impl Printer {
             Ok(r) => r,
             Err(a) => return a,
         };
-        match classify_api::<JobList>(&resp) {
-            Ok(list) => {
+        // Item by item: one job without a needed member never hides the others (docs/protocol.md §7).
+        match api::classify_job_list(&resp) {
+            Ok((list, notes)) => {
+                notes.iter().for_each(|v| self.api.report(PeerReport::tolerated(api::JOBS_ENDPOINT, v)));
                 let mut cache = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
                 for j in &list.jobs {
                     cache.insert(j.id.clone(), (j.pages, j.source));
@@ -386,19 +398,23 @@ impl Printer {
             Ok(r) => r,
             Err(a) => return a,
         };
-        let document = match classify_api::<ApiRelease>(&resp) {
-            Ok(ApiRelease::Drive { document, .. }) => document,
-            Ok(ApiRelease::Desktop { .. }) => return not_printed("a desktop job (no hand-over in this example)"),
+        let document = match api::classify_release(&resp) {
+            Ok((ApiRelease::Drive { document, .. }, notes)) => {
+                notes.iter().for_each(|v| self.api.report(PeerReport::tolerated(api::RELEASE_ENDPOINT, v)));
+                document
+            }
+            Ok((ApiRelease::Desktop { .. }, _)) => return not_printed("a desktop job (no hand-over in this example)"),
             Err(e) => return not_printed(format!("release refused: {e}")),
         };
         let printed = match download(&self.api, self.policy, document.url.secret()).await {
-            // Your firmware: hand the bytes to the print engine here.
-            Ok(bytes) if bytes.len() as u64 == document.size => {
+            // Your firmware: hand the bytes to the print engine here. Without an announced size (docs/protocol.md
+            // §7) the whole download is the document.
+            Ok(bytes) if document.size.is_none_or(|size| bytes.len() as u64 == size) => {
                 log(format!("printed job {job} ({} bytes, {pages} pages)", bytes.len()));
                 true
             }
             Ok(bytes) => {
-                log(format!("job {job}: the drive sent {} bytes, {} announced", bytes.len(), document.size));
+                log(format!("job {job}: the drive sent {} bytes, {:?} announced", bytes.len(), document.size));
                 false
             }
             Err(e) => {
@@ -424,8 +440,11 @@ impl Printer {
         let api_base = &self.endpoints.api;
         let body = ScanCreate { profile_id: profile.to_owned() };
         let created = match self.with_user_token(true, false, |t| api::create_scan(api_base, t, &body)).await {
-            Ok(r) => match classify_api::<ScanCreated>(&r) {
-                Ok(c) => c,
+            Ok(r) => match api::classify_scan_created(&r) {
+                Ok((c, notes)) => {
+                    notes.iter().for_each(|v| self.api.report(PeerReport::tolerated(api::SCANS_ENDPOINT, v)));
+                    c
+                }
                 Err(e) => return ShimAnswer::ok(&serde_json::json!({ "uploaded": false, "detail": e.to_string() })),
             },
             Err(a) => return a,

@@ -23,9 +23,9 @@
 
 use std::process::ExitCode;
 
-use roger_examples::{exit_code, load, parse_printer_args, store_atomically, transport, PrinterArgs};
+use roger_examples::{driver, exit_code, load, parse_printer_args, store_atomically, transport, warning, PrinterArgs};
 use roger_proto::driver::mfp::{MfpClient, MfpEvent, MfpInput};
-use roger_proto::driver::{Clock, Driver};
+use roger_proto::driver::Clock;
 use roger_proto::lifecycle::{Connection, ConnectionState, LifecycleConfig, LifecycleEvent};
 use roger_proto::panel::{PanelConfig, PanelEvent};
 use tokio::sync::mpsc;
@@ -34,7 +34,8 @@ const USAGE: &str = "usage: panel_loop --discovery URL [--region ID] [--ca PEM] 
 [--client-id emb-VENDOR] [--allow-loopback-http] [--timeout-secs N]";
 
 async fn run(args: PrinterArgs) -> Result<(), String> {
-    let driver = Driver::new(transport(args.ca.as_deref())?);
+    // Deviations of the server (docs/protocol.md §7) are written to stderr as warnings, once each.
+    let driver = driver(transport(args.ca.as_deref())?);
     let region =
         driver.discover(&args.discovery, args.region.as_deref(), args.policy).await.map_err(|e| e.to_string())?;
     let endpoints = driver.metadata(&region.api, args.policy).await.map_err(|e| e.to_string())?;
@@ -62,7 +63,11 @@ async fn run(args: PrinterArgs) -> Result<(), String> {
         MfpEvent::Panel(PanelEvent::ShowQr(qr)) => {
             // A real panel redraws on every ShowQr (R-QR-3); R-QR-1 requires the user code beside the QR.
             if !shown_first_qr {
-                println!("Scan to sign in: {}", qr.verification_uri_complete.secret());
+                match &qr.verification_uri_complete {
+                    Some(uri) => println!("Scan to sign in: {}", uri.secret()),
+                    // No verification_uri_complete from the server: no QR (docs/protocol.md §7).
+                    None => println!("Open {} to sign in", qr.verification_uri),
+                }
                 println!("or enter the code {} at the verification page", qr.user_code_display);
                 shown_first_qr = true;
             } else {
@@ -82,6 +87,10 @@ async fn run(args: PrinterArgs) -> Result<(), String> {
         MfpEvent::Lifecycle(LifecycleEvent::Disconnected { .. }) => {
             eprintln!("the printer was disconnected from its tenant");
             let _ = inputs_tx.try_send(MfpInput::Stop);
+        }
+        // What the panel read past or refused (docs/protocol.md §7): a warning, once per kind.
+        MfpEvent::Lifecycle(LifecycleEvent::PeerViolation(r)) | MfpEvent::Panel(PanelEvent::PeerViolation(r)) => {
+            eprintln!("{}", warning(r))
         }
         other => eprintln!("{other:?}"),
     };

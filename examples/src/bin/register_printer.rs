@@ -20,15 +20,16 @@
 
 use std::process::ExitCode;
 
-use roger_examples::{exit_code, load, parse_printer_args, store_atomically, transport, PrinterArgs};
-use roger_proto::driver::{Clock, Driver};
+use roger_examples::{driver, exit_code, load, parse_printer_args, store_atomically, transport, PrinterArgs};
+use roger_proto::driver::Clock;
 use roger_proto::lifecycle::{Connection, ConnectionState, LifecycleConfig, LifecycleEvent};
 
 const USAGE: &str = "usage: register_printer --discovery URL [--region ID] [--ca PEM] [--state-dir DIR] \
 [--client-id emb-VENDOR] [--allow-loopback-http] [--timeout-secs N]";
 
 async fn run(args: PrinterArgs) -> Result<(), String> {
-    let driver = Driver::new(transport(args.ca.as_deref())?);
+    // Deviations of the server (docs/protocol.md §7) are written to stderr as warnings, once each.
+    let driver = driver(transport(args.ca.as_deref())?);
 
     let region =
         driver.discover(&args.discovery, args.region.as_deref(), args.policy).await.map_err(|e| e.to_string())?;
@@ -58,11 +59,22 @@ async fn run(args: PrinterArgs) -> Result<(), String> {
             &endpoints,
             &mut connection,
             |event| match event {
-                LifecycleEvent::ShowRegistration { verification_uri_complete, user_code_display, .. } => {
-                    // A real panel draws the QR; R-QR-1 requires the user code beside it.
-                    println!("Scan to register this printer: {}", verification_uri_complete.secret());
+                LifecycleEvent::ShowRegistration {
+                    verification_uri_complete,
+                    verification_uri,
+                    user_code_display,
+                    ..
+                } => {
+                    // A real panel draws the QR; R-QR-1 requires the user code beside it. A server that sends no
+                    // verification_uri_complete gets no QR: the page and the code (docs/protocol.md §7).
+                    match verification_uri_complete {
+                        Some(qr) => println!("Scan to register this printer: {}", qr.secret()),
+                        None => println!("Open {verification_uri} to register this printer"),
+                    }
                     println!("or enter the code {user_code_display} at the verification page");
                 }
+                // Already written to stderr by the driver's sink, once per kind.
+                LifecycleEvent::PeerViolation(_) => {}
                 LifecycleEvent::Persist(value) => {
                     if let Err(e) = store_atomically(&state_dir, value) {
                         store_error = Some(e.to_string());

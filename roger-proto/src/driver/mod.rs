@@ -9,12 +9,14 @@
 //! intervals pass in milliseconds while every rule still sees consistent times.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::{Request, Response};
 
 use crate::discovery::{self, Region, TransportPolicy};
+use crate::error::{PeerReport, PeerViolation, ReportOnce};
 use crate::lifecycle::{Connection, ConnectionState, LifecycleEvent};
 use crate::metadata::{self, AuthorizationServerMetadata, Endpoints, MetadataError};
 use crate::poller::{DevicePoller, PollResult, PollerEvent};
@@ -156,11 +158,21 @@ impl From<http::Error> for DriverError {
     }
 }
 
+/// Where a driver sends the deviations it saw ([`Driver::on_peer_report`]).
+pub type ReportSink = Arc<dyn Fn(&PeerReport) + Send + Sync>;
+
 /// Runs the state machines over a transport.
+///
+/// Every deviation of the server that the machines read past or refused (docs/protocol.md §7) is reported once
+/// per kind: by default as a `tracing` warning (target `roger_proto::peer`), or to the sink given to
+/// [`Driver::on_peer_report`]. Lifecycle deviations also reach `run_lifecycle`'s `on_event` as
+/// [`LifecycleEvent::PeerViolation`].
 pub struct Driver<T, C = SystemClock> {
     transport: T,
     clock: C,
     request_timeout: Duration,
+    sink: ReportSink,
+    reported: Arc<Mutex<ReportOnce>>,
 }
 
 impl<T, C> fmt::Debug for Driver<T, C> {
@@ -179,7 +191,28 @@ impl<T: HttpTransport> Driver<T, SystemClock> {
 impl<T: HttpTransport, C: Clock> Driver<T, C> {
     /// A driver on another clock.
     pub fn with_clock(transport: T, clock: C) -> Self {
-        Self { transport, clock, request_timeout: Duration::from_secs(30) }
+        Self {
+            transport,
+            clock,
+            request_timeout: Duration::from_secs(30),
+            sink: Arc::new(|r: &PeerReport| tracing::warn!(target: "roger_proto::peer", "{r}")),
+            reported: Arc::default(),
+        }
+    }
+
+    /// Sends each kind of deviation, once, to `sink` instead of the default `tracing` warning (a printer without
+    /// `tracing` writes it to its own log). The report names the endpoint and the rule, never a value.
+    pub fn on_peer_report(mut self, sink: impl Fn(&PeerReport) + Send + Sync + 'static) -> Self {
+        self.sink = Arc::new(sink);
+        self
+    }
+
+    /// Reports `r` to the sink, unless this kind was reported before.
+    pub fn report(&self, r: PeerReport) {
+        let first = self.reported.lock().unwrap_or_else(|e| e.into_inner()).first(&r);
+        if first {
+            (self.sink)(&r);
+        }
     }
 
     /// Sets the per-request timeout (real time); a request without an answer by then is a transport error.
@@ -222,11 +255,28 @@ impl<T: HttpTransport, C: Clock> Driver<T, C> {
         })
     }
 
-    /// Fetches and validates RFC 8414 metadata for `api` (R-META-1).
+    /// Fetches and validates RFC 8414 metadata for `api` (R-META-1). After a `404` at
+    /// `/.well-known/oauth-authorization-server` it reads `/.well-known/openid-configuration`, as RFC 8414 §5
+    /// allows (reported as [`PeerViolation::MetadataAtOpenIdPath`]); the issuer check applies to either.
     pub async fn metadata(&self, api: &str, policy: TransportPolicy) -> Result<Endpoints, DriverError> {
-        let resp = self.send(metadata::request(api)?).await?;
-        let m: AuthorizationServerMetadata = crate::wire::classify_api(&resp)?;
-        Ok(m.validate(api, policy)?)
+        let mut resp = self.send(metadata::request(api)?).await?;
+        if resp.status() == http::StatusCode::NOT_FOUND {
+            let fallback = self.send(metadata::openid_configuration_request(api)?).await?;
+            if fallback.status().is_success() {
+                self.report(PeerReport::tolerated(metadata::ENDPOINT, PeerViolation::MetadataAtOpenIdPath));
+                resp = fallback;
+            }
+        }
+        let m: AuthorizationServerMetadata = crate::wire::classify_api(&resp).inspect_err(|e| {
+            if let Some(r) = PeerReport::from_error(metadata::ENDPOINT, e) {
+                self.report(r);
+            }
+        })?;
+        let (endpoints, notes) = m.validate_noted(api, policy)?;
+        for v in notes.iter() {
+            self.report(PeerReport::tolerated(metadata::ENDPOINT, v));
+        }
+        Ok(endpoints)
     }
 
     /// Runs a device-grant poller to its end (desktop login, or any flow without a lifecycle). `device_token`
@@ -258,6 +308,7 @@ impl<T: HttpTransport, C: Clock> Driver<T, C> {
                         }
                     }
                     PollerEvent::Finished => {}
+                    PollerEvent::PeerViolation(r) => self.report(r),
                 }
             }
             if poller.is_finished() {
@@ -297,6 +348,9 @@ impl<T: HttpTransport, C: Clock> Driver<T, C> {
                 }
             }
             while let Some(ev) = connection.poll_event() {
+                if let LifecycleEvent::PeerViolation(r) = &ev {
+                    self.report(*r);
+                }
                 on_event(&ev);
                 match ev {
                     LifecycleEvent::RegistrationFailed(why) if connection.state() == ConnectionState::Unregistered => {

@@ -166,8 +166,8 @@ fn wire_job(j: &JobRecord) -> Job {
         file_name: j.file_name.clone(),
         pages: j.pages,
         source: wire_source(&j.source),
-        created: j.created,
-        expires: j.expires,
+        created: Some(j.created),
+        expires: Some(j.expires),
     }
 }
 
@@ -596,7 +596,7 @@ impl ServerCore {
                 let url = drive.download_link(now, &user.id, drive_file_id, expires_at).ok_or_else(gone)?;
                 let options = self.state.tenants.get(&job.tenant).map(|t| t.print_features.defaults.clone());
                 ReleaseAnswer::Drive {
-                    document: DocumentLink { url, expires_at, size: file.size },
+                    document: DocumentLink { url, expires_at: Some(expires_at), size: Some(file.size) },
                     options: options.unwrap_or_default(),
                 }
             }
@@ -764,7 +764,7 @@ impl ServerCore {
             completed: false,
             completed_at: None,
         });
-        Ok(ScanCreated { scan_id: id, upload: UploadLink { url, expires_at } })
+        Ok(ScanCreated { scan_id: id, upload: UploadLink { url, expires_at: Some(expires_at) } })
     }
 
     /// `POST /api/v1/scans/{id}/complete` (PROTOCOL.md §9, `roger.scan`, the scan's owner; idempotent): records the
@@ -1236,7 +1236,7 @@ mod tests {
         else {
             panic!("drive answers: {first:?} {again:?}");
         };
-        assert_eq!((d1.size, d1.expires_at), (4242, at(10 + 300)), "300 s URL (PROTOCOL.md §9)");
+        assert_eq!((d1.size, d1.expires_at), (Some(4242), Some(at(10 + 300))), "300 s URL (PROTOCOL.md §9)");
         assert_eq!((d2.size, d2.expires_at), (d1.size, d1.expires_at));
         assert_ne!(d1.url, d2.url, "a fresh URL is an equivalent answer");
         let j = &c.state().jobs[&job.id];
@@ -1424,7 +1424,7 @@ mod tests {
         let job = c.submit_job(t0(), &step2, &sub, &mut drive).unwrap();
         assert_eq!(
             (job.file_name.as_str(), job.source, job.expires),
-            ("report.pdf", WireSource::Drive, at(7 * 24 * 3600))
+            ("report.pdf", WireSource::Drive, Some(at(7 * 24 * 3600)))
         );
         assert_eq!(
             events(&mut c),
@@ -1597,7 +1597,7 @@ mod tests {
             404
         );
         let scan = c.create_scan(at(20), &step2, &ScanCreate { profile_id: "pdf300".into() }, &mut drive).unwrap();
-        assert_eq!(scan.upload.expires_at, at(20 + 300));
+        assert_eq!(scan.upload.expires_at, Some(at(20 + 300)));
         c.complete_scan(at(30), &step2, &scan.scan_id, &ScanComplete { size: Some(5), pages: Some(1) }).unwrap();
         c.complete_scan(at(31), &step2, &scan.scan_id, &ScanComplete::default()).unwrap();
         let bob2 = mfp_user(&mut c, "u-bob", "dev_1", scope::STEP2);

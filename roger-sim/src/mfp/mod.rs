@@ -335,8 +335,9 @@ impl PanelView {
 /// A shown registration code (PROTOCOL.md §5.2, R-QR-1). `Debug` redacts the payload and the code.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RegistrationView {
-    /// The QR payload (`verification_uri_complete`, RFC 8628 §3.3.1).
-    pub qr: String,
+    /// The QR payload (`verification_uri_complete`, RFC 8628 §3.3.1); `None` when the server sent none: the panel
+    /// then shows the verification URI and the code (docs/protocol.md §7).
+    pub qr: Option<String>,
     /// The user code (`XXXX-XXXX`, R-QR-1).
     pub user_code: String,
     /// The PNG screenshot (PROTOCOL.md §13 `register`).
@@ -460,10 +461,10 @@ impl MfpHandle {
         }
         let view = self.panel();
         match (view.qr, view.user_code) {
-            (Some(qr), Some(user_code)) => Ok(RegistrationView { qr, user_code, screenshot: view.screenshot }),
+            (qr, Some(user_code)) => Ok(RegistrationView { qr, user_code, screenshot: view.screenshot }),
             // Only the test-only mutant `qr-without-user-code` shows a QR without its user code (R-QR-1).
             (Some(qr), None) if self.config.mutant == Some(MfpMutant::QrWithoutUserCode) => {
-                Ok(RegistrationView { qr, user_code: String::new(), screenshot: view.screenshot })
+                Ok(RegistrationView { qr: Some(qr), user_code: String::new(), screenshot: view.screenshot })
             }
             _ => Err(MfpError::Timeout("a registration code")),
         }

@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use roger_proto::api::{
-    self, DeviceConfig, DeviceUpdate, DocumentLink, DriveFile, DriveFileList, Job, JobList, JobOutcome, JobResult,
-    ReleaseAnswer, ReleaseRequest, ScanComplete, ScanCreate, ScanCreated, ScanProfile, ScanProfileList, SubmitJob,
-    TicketRedemption, UploadLink,
+    self, DeviceConfig, DeviceUpdate, DocumentLink, DriveFile, Job, JobOutcome, JobResult, ReleaseAnswer,
+    ReleaseRequest, ScanComplete, ScanCreate, ScanCreated, ScanProfile, SubmitJob, TicketRedemption, UploadLink,
 };
 use roger_proto::discovery::{self, TransportPolicy};
 use roger_proto::driver::mfp::MfpInput;
 use roger_proto::driver::{Clock, Driver, HttpTransport};
+use roger_proto::error::{PeerReport, PeerViolations};
 use roger_proto::secret::{AccessToken, Ticket};
 use roger_proto::token::scope;
 use roger_proto::wire::{classify_api, classify_api_empty};
@@ -366,6 +366,13 @@ impl Core {
         Ok(resp)
     }
 
+    /// Reports what an answer was read past (docs/protocol.md §7), once per kind.
+    fn report_notes(&self, endpoint: &'static str, notes: PeerViolations) {
+        for v in notes.iter() {
+            self.api.report(PeerReport::tolerated(endpoint, v));
+        }
+    }
+
     // -----------------------------------------------------------------------------------------------------------
     // Device: job endpoint, configuration, tickets
 
@@ -422,7 +429,9 @@ impl Core {
     pub(crate) async fn jobs(&self) -> Result<Vec<Job>, MfpError> {
         let api_base = self.endpoints.api.clone();
         let resp = self.with_user_token(Need::Release, |t| api::list_jobs(&api_base, t), Retry::Idempotent).await?;
-        let list: JobList = classify_api(&resp)?;
+        // One bad job never hides the others (docs/protocol.md §7).
+        let (list, notes) = api::classify_job_list(&resp)?;
+        self.report_notes(api::JOBS_ENDPOINT, notes);
         let mut cache = lock(&self.jobs_cache);
         for j in &list.jobs {
             cache.insert(j.id.clone(), j.clone());
@@ -453,7 +462,11 @@ impl Core {
         match resp.status().as_u16() {
             404 => Err(MfpError::NotFound(format!("job {job_id}"))),
             409 => Err(MfpError::Conflict(format!("job {job_id} cannot be released (already printed?)"))),
-            _ => Ok(classify_api(&resp)?),
+            _ => {
+                let (answer, notes) = api::classify_release(&resp)?;
+                self.report_notes(api::RELEASE_ENDPOINT, notes);
+                Ok(answer)
+            }
         }
     }
 
@@ -467,11 +480,11 @@ impl Core {
         match resp.status().as_u16() {
             200 => {
                 let bytes = resp.into_body();
-                if doc.size != bytes.len() as u64 {
+                // A link without `size` is read to the end (docs/protocol.md §7); with one, the length must match.
+                if let Some(size) = doc.size.filter(|s| *s != bytes.len() as u64) {
                     return Err(MfpError::Drive(format!(
-                        "the drive sent {} bytes, the release announced {}",
-                        bytes.len(),
-                        doc.size
+                        "the drive sent {} bytes, the release announced {size}",
+                        bytes.len()
                     )));
                 }
                 Ok(Some(bytes))
@@ -585,7 +598,8 @@ impl Core {
                 Retry::Idempotent,
             )
             .await?;
-        let list: DriveFileList = classify_api(&resp)?;
+        let (list, notes) = api::classify_drive_files(&resp)?;
+        self.report_notes(api::DRIVE_FILES_ENDPOINT, notes);
         Ok(list.files)
     }
 
@@ -614,7 +628,8 @@ impl Core {
         let resp = self
             .with_user_token(Need::Scope(scope::SCAN), |t| api::list_scan_profiles(&api_base, t), Retry::Idempotent)
             .await?;
-        let list: ScanProfileList = classify_api(&resp)?;
+        let (list, notes) = api::classify_scan_profiles(&resp)?;
+        self.report_notes(api::SCAN_PROFILES_ENDPOINT, notes);
         Ok(list.profiles)
     }
 
@@ -629,7 +644,11 @@ impl Core {
         let created: ScanCreated = match resp.status().as_u16() {
             404 => return Err(MfpError::NotFound(format!("scan profile {profile_id}"))),
             409 => return Err(MfpError::Conflict("the user's drive is not connected".into())),
-            _ => classify_api(&resp)?,
+            _ => {
+                let (created, notes) = api::classify_scan_created(&resp)?;
+                self.report_notes(api::SCANS_ENDPOINT, notes);
+                created
+            }
         };
         let pages = 2;
         let doc = fake_scan(&created.scan_id, profile_id, pages);
@@ -794,7 +813,7 @@ mod tests {
         });
         let now = drive.now();
         let url = drive.upload_link(now, "u1", Folder::Scan, now + time::Duration::seconds(600));
-        let link = UploadLink { url, expires_at: now + time::Duration::seconds(600) };
+        let link = UploadLink { url, expires_at: Some(now + time::Duration::seconds(600)) };
         let transport = LosesOneAnswer {
             inner: roger_proto::driver::reqwest_transport::ReqwestTransport::new(None).expect("transport"),
             puts: std::sync::atomic::AtomicU32::new(0),

@@ -14,9 +14,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use roger_proto::api;
 use roger_proto::discovery::TransportPolicy;
 use roger_proto::driver::mfp::{MfpClient, MfpEvent, MfpInput};
 use roger_proto::driver::Driver;
+use roger_proto::error::PeerReport;
 use roger_proto::lifecycle::{
     Connection, ConnectionState, DisconnectReason, LifecycleConfig, LifecycleEvent, RegistrationFailure,
 };
@@ -83,7 +85,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// push reconnect polls it at once, R-PUSH-1).
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Shown {
-    pub payload: String,
+    /// The QR payload; `None` when the server sent no `verification_uri_complete` (docs/protocol.md §7): no QR,
+    /// the verification URI and the code in text.
+    pub payload: Option<String>,
+    /// The verification page the server named.
+    pub verification_uri: String,
     pub user_code: String,
     pub request_id: Option<String>,
 }
@@ -118,6 +124,10 @@ pub(crate) struct Snapshot {
     pub reread_device: bool,
     /// The device the job endpoint was last published for.
     pub published_for: Option<String>,
+    /// The device for which the server answered `PUT /api/v1/device` with `404`/`405`: the optional `job_url`
+    /// extension (docs/protocol.md §10.2 C11) is not offered, and is not asked for again until a restart or a
+    /// reconnect (a new device).
+    pub job_url_unoffered_for: Option<String>,
     /// Test-only mutant [`MfpMutant::QrWithoutUserCode`]: the panel shows no user code beside the QR.
     pub hide_user_code: bool,
 }
@@ -143,7 +153,8 @@ impl Snapshot {
                 self.release_token = p.release_token().cloned();
                 self.user_token = p.user_token().cloned();
                 self.session_qr = p.current_qr().map(|q| Shown {
-                    payload: q.verification_uri_complete.secret().to_owned(),
+                    payload: q.verification_uri_complete.as_ref().map(|v| v.secret().to_owned()),
+                    verification_uri: q.verification_uri.clone(),
                     user_code: q.user_code_display.clone(),
                     request_id: q.request_id.clone(),
                 });
@@ -182,7 +193,7 @@ impl Snapshot {
         let in_session = state == PanelState::Session;
         PanelView {
             state,
-            qr: shown.map(|s| s.payload.clone()),
+            qr: shown.and_then(|s| s.payload.clone()),
             user_code: shown.map(|s| s.user_code.clone()).filter(|_| !self.hide_user_code),
             screenshot: shown.and(self.screenshot.clone()),
             user: if in_session { self.user.as_ref().map(|u| u.username.clone()) } else { None },
@@ -266,17 +277,26 @@ impl Core {
     fn show_code(&self, title: &str, shown: &Shown) -> Option<std::path::PathBuf> {
         // Test-only mutant `qr-without-user-code`: the code is drawn without its user code (breaks R-QR-1).
         let user_code = if self.config.mutant == Some(MfpMutant::QrWithoutUserCode) { "" } else { &shown.user_code };
+        let Some(payload) = &shown.payload else {
+            // No `verification_uri_complete` from the server (RFC 8628 §3.2 OPTIONAL): no QR; the user opens the
+            // page and types the code (RFC 8628 §3.3, docs/protocol.md §7).
+            if self.config.terminal_qr {
+                println!("\n{title}\nopen {} and enter the code {user_code}\n", shown.verification_uri);
+            }
+            self.clear_code();
+            return None;
+        };
         if self.config.terminal_qr {
-            match qr::render_terminal(&shown.payload, user_code) {
+            match qr::render_terminal(payload, user_code) {
                 Ok(text) if user_code.is_empty() => {
                     let qr_only = text.lines().filter(|l| !l.starts_with("code:")).collect::<Vec<_>>().join("\n");
                     println!("\n{title}\n{qr_only}\n")
                 }
-                Ok(text) => println!("\n{title}\n{text}or open {}\n", shown.payload),
+                Ok(text) => println!("\n{title}\n{text}or open {payload}\n"),
                 Err(e) => self.say(format!("cannot draw the QR code in the terminal: {e}")),
             }
         }
-        match qr::write_screenshot(self.screenshot_dir(), &shown.payload, user_code) {
+        match qr::write_screenshot(self.screenshot_dir(), payload, user_code) {
             Ok(path) => Some(path),
             Err(e) => {
                 self.say(format!("cannot write the panel screenshot: {e}"));
@@ -301,10 +321,15 @@ impl Core {
         match ev {
             MfpEvent::Lifecycle(le) => match le {
                 LifecycleEvent::ShowRegistration {
-                    verification_uri_complete, user_code_display, request_id, ..
+                    verification_uri_complete,
+                    verification_uri,
+                    user_code_display,
+                    request_id,
+                    ..
                 } => {
                     let shown = Shown {
-                        payload: verification_uri_complete.secret().to_owned(),
+                        payload: verification_uri_complete.as_ref().map(|v| v.secret().to_owned()),
+                        verification_uri: verification_uri.clone(),
                         user_code: user_code_display.clone(),
                         request_id: request_id.clone(),
                     };
@@ -341,13 +366,15 @@ impl Core {
                         }
                     ));
                 }
-                LifecycleEvent::PeerViolation(v) => lines.push(peer_violation(*v, "registration")),
+                // Through the driver's sink: each kind once per printer, whichever machine saw it.
+                LifecycleEvent::PeerViolation(r) => self.api.report(*r),
                 other => lines.push(format!("lifecycle: {other:?}")),
             },
             MfpEvent::Panel(pe) => match pe {
                 PanelEvent::ShowQr(q) => {
                     let shown = Shown {
-                        payload: q.verification_uri_complete.secret().to_owned(),
+                        payload: q.verification_uri_complete.as_ref().map(|v| v.secret().to_owned()),
+                        verification_uri: q.verification_uri.clone(),
                         user_code: q.user_code_display.clone(),
                         request_id: q.request_id.clone(),
                     };
@@ -380,7 +407,7 @@ impl Core {
                     lines.push(format!("the session ended ({reason:?}); back to the QR code"));
                 }
                 PanelEvent::LoggedOut => lines.push("logged out; user tokens revoked (RFC 7009)".into()),
-                PanelEvent::PeerViolation(v) => lines.push(peer_violation(*v, "session")),
+                PanelEvent::PeerViolation(r) => self.api.report(*r),
                 other => lines.push(format!("panel: {other:?}")),
             },
             MfpEvent::PinRefused(e) => {
@@ -414,18 +441,26 @@ impl Core {
     }
 }
 
-/// Reports a rule the server broke and the printer tolerated (the `PeerViolation` vocabulary of roger-proto), as a
-/// warning in the log and a narration line. No payload is quoted: it may carry a user code (R-SEC-1).
-fn peer_violation(v: PeerViolation, code: &str) -> String {
-    let what = match v {
-        PeerViolation::ForeignQrOrigin => format!(
-            "the server's {code} QR link is not on the API origin (R-QR-4); it is not shown, the panel shows the \
-             API's own /device link with the same user code instead"
-        ),
-        other => format!("{other:?}"),
+/// Reports, at warn level, an answer the printer read past or refused (docs/protocol.md §7): the endpoint, the rule
+/// and the `PeerViolation`, never a value (it may carry a user code or a token, R-SEC-1). The machines report each
+/// kind once, so a server that sends hyphenated codes does not fill the log every rotation; a vendor whose
+/// printer does not register sees why on the first screen of its log.
+fn peer_report(r: &PeerReport) -> String {
+    let hint = match r.violation {
+        PeerViolation::ForeignQrOrigin => {
+            "; the panel shows the API's own /device link with the same user code instead (R-QR-4)"
+        }
+        PeerViolation::MissingVerificationUriComplete => "; the panel shows the verification URI and the code, no QR",
+        _ => "",
     };
-    tracing::warn!(target: "roger_sim::mfp", violation = ?v, "peer violation: {what}");
-    format!("peer violation {v:?}: {what}")
+    tracing::warn!(
+        target: "roger_sim::mfp",
+        endpoint = r.endpoint,
+        violation = ?r.violation,
+        action = ?r.action,
+        "server answer deviates: {r}{hint}"
+    );
+    format!("server answer deviates: {r}{hint}")
 }
 
 fn registration_failure(why: &RegistrationFailure) -> String {
@@ -471,7 +506,12 @@ impl Instance {
         // The printer's HTTP layer; for a test-only mutant it also makes the mutant's mistake (`mutant.rs`).
         let transport = MfpTransport::new(ca.as_deref(), config.mutant, config.state_dir.clone(), log.clone())
             .map_err(MfpError::Transport)?;
-        let api = Driver::new(transport.clone()).request_timeout(config.request_timeout);
+        // Deviations seen on the API calls (lists read item by item, links without optional members, metadata)
+        // are reported once each, at warn level and in the narration (docs/protocol.md §7).
+        let sink_log = log.clone();
+        let api = Driver::new(transport.clone())
+            .request_timeout(config.request_timeout)
+            .on_peer_report(move |r| sink_log.say(peer_report(r)));
         let policy = config.transport_policy();
         let region = api.discover(&config.discovery, config.region.as_deref(), policy).await?;
         let endpoints = api.metadata(&region.api, policy).await?;
@@ -624,7 +664,7 @@ async fn run_publisher(core: Arc<Core>) {
     loop {
         let (device, has_token, published, reread) = core.snapshot(|s| {
             (
-                s.device_id.clone().filter(|_| s.connected()),
+                s.device_id.clone().filter(|_| s.connected() && s.job_url_unoffered_for != s.device_id),
                 s.device_token.is_some(),
                 s.published_for.clone(),
                 s.reread_device,
@@ -646,6 +686,22 @@ async fn run_publisher(core: Arc<Core>) {
                         if changed {
                             core.say(format!("job endpoint published for hand-overs: {}", core.job_url));
                         }
+                    }
+                    Err(MfpError::Api(e)) if matches!(e.status(), 404 | 405) => {
+                        // An optional extension this server does not offer: noted once, not asked again until a
+                        // restart or a reconnect (docs/protocol.md §7). Desktop hand-overs cannot reach this
+                        // printer; drive jobs and scans are unaffected.
+                        failures = 0;
+                        core.api
+                            .report(PeerReport::tolerated(api::DEVICE_ENDPOINT, PeerViolation::ExtensionNotOffered));
+                        core.update(|s| s.job_url_unoffered_for = Some(device.clone()));
+                        core.say(format!(
+                            "the server does not offer {} (HTTP {}): desktop hand-overs cannot reach this printer; \
+                             not asking again until a restart or a reconnect",
+                            api::DEVICE_ENDPOINT,
+                            e.status()
+                        ));
+                        continue;
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);

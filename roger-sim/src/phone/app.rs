@@ -13,6 +13,7 @@ use http::{Request, Response};
 use roger_proto::discovery::{DiscoveryError, Region, TransportPolicy};
 use roger_proto::driver::reqwest_transport::ReqwestTransport;
 use roger_proto::driver::{Driver, DriverError, TransportError};
+use roger_proto::error::{PeerReport, PeerViolations};
 use roger_proto::metadata::{Endpoints, MetadataError};
 use roger_proto::secret::{AccessToken, RefreshToken};
 use roger_proto::token::{self, scope, TokenRequest, TokenResponse, TokenUser};
@@ -299,11 +300,27 @@ impl AppClient {
         self.driver.send(request).await.map_err(|source| AppError::Transport { what, source })
     }
 
-    /// Posts a token request and classifies the answer (RFC 6749 §5.1/§5.2).
+    /// Posts a token request and classifies the answer (RFC 6749 §5.1/§5.2); what it was read past is reported
+    /// once per kind (docs/protocol.md §7).
     pub async fn token_request(&self, what: &'static str, request: &TokenRequest) -> Result<TokenResponse, AppError> {
         let http = request.to_http(&self.endpoints.token, None).map_err(|e| AppError::Setup(e.to_string()))?;
         let resp = self.send(what, http).await?;
-        token::classify(&resp).map_err(|source| AppError::Server { what, source })
+        let result = token::classify_noted(&resp);
+        self.report(token::ENDPOINT, &result);
+        result.map(|(t, _)| t).map_err(|source| AppError::Server { what, source })
+    }
+
+    /// Reports, once per kind and at warn level (through the driver), what a classifier read past or refused
+    /// (docs/protocol.md §7): the endpoint, the rule and the violation, never a value.
+    pub fn report<T>(&self, endpoint: &'static str, result: &Result<(T, PeerViolations), ResponseError>) {
+        match result {
+            Ok((_, notes)) => notes.iter().for_each(|v| self.driver.report(PeerReport::tolerated(endpoint, v))),
+            Err(e) => {
+                if let Some(r) = PeerReport::from_error(endpoint, e) {
+                    self.driver.report(r);
+                }
+            }
+        }
     }
 
     /// Takes a fresh app token set received at `now` (login, desktop grant, refresh). Refuses one without

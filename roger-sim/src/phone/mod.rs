@@ -28,7 +28,7 @@ pub mod scan;
 use std::time::{Duration, Instant};
 
 use roger_proto::api::{
-    self, CodeKind, CodeLookup, Job, JobList, MeExport, PushCredentials, ReleaseRequest, SessionEnd, SubmitJob,
+    self, CodeKind, CodeLookup, Job, MeExport, PushCredentials, ReleaseRequest, SessionEnd, SubmitJob,
 };
 use roger_proto::authorize::{self, AuthorizationRequest, LoginForm, RedirectError, MOBILE_REDIRECT_URI};
 use roger_proto::qr::{self, QrError};
@@ -309,7 +309,12 @@ impl Phone {
 
     /// `GET /api/v1/jobs?state=queued` (PROTOCOL.md §9): the user's queued jobs.
     pub async fn jobs(&mut self) -> Result<Vec<Job>, PhoneError> {
-        let list: JobList = self.app.call("list jobs", api::list_jobs).await?;
+        // Item by item: one job a server sends without a needed member never hides the others (docs/protocol.md
+        // §7).
+        let resp = self.app.call_raw("list jobs", api::list_jobs).await?;
+        let result = api::classify_job_list(&resp);
+        self.app.report(api::JOBS_ENDPOINT, &result);
+        let (list, _) = result.map_err(|source| AppError::Server { what: "list jobs", source })?;
         Ok(list.jobs)
     }
 

@@ -78,6 +78,179 @@ pub enum FaultKind {
     /// On the metadata route only: the answer's `issuer` names another origin (same scheme and host, another
     /// port), which a client must refuse (RFC 8414 §3.3, R-META-1).
     WrongIssuer,
+    /// Processes the request and rewrites the answer the way a server that nobody here wrote does it (the rule's
+    /// `deviation`, one of [`Deviation`]): what a client must tolerate, and what docs/protocol.md §7 says it does.
+    Deviation,
+}
+
+/// How a [`FaultKind::Deviation`] rewrites an answer: what real RFC 8628 / 6749 / 8414 servers send that Roger's own
+/// server does not (docs/protocol.md §7, each row with its source). Rewrites that do not apply to an answer leave it
+/// as it is (`hyphenated_user_code` on a token answer, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Deviation {
+    /// Device authorization: `user_code` as `WDJB-MJHT`, in the answer and in `verification_uri_complete` (RFC 8628
+    /// §3.2's own example; GitHub, Keycloak, oidc-provider). The server still accepts the code.
+    HyphenatedUserCode,
+    /// Device authorization: `user_code` in lower case, with a space (`wdjb mjht`); the server still accepts it.
+    LowercaseUserCode,
+    /// Device authorization: a code of another alphabet and length (`WDJB-MJHT-7`, as Azure AD's or GitHub's codes
+    /// differ from Roger's). Displayed verbatim; this server cannot approve it.
+    ForeignUserCode,
+    /// Device authorization: `verification_url` instead of `verification_uri` (Google, Azure AD v1).
+    VerificationUrl,
+    /// Device authorization: no `interval` (oidc-provider, Spring Authorization Server; RFC 8628 §3.2: 5 s).
+    NoInterval,
+    /// Device authorization and token answers: `expires_in` (and `interval`) as strings (Azure AD v1, Oracle OCI).
+    ExpiresInString,
+    /// Device authorization: no `verification_uri_complete` (GitHub, Azure AD v2; OPTIONAL in RFC 8628 §3.2).
+    NoVerificationUriComplete,
+    /// Token answers: `"token_type":"bearer"` (GitHub, Keycloak, UAA; RFC 6749 §5.1: case-insensitive).
+    TokenTypeLowercase,
+    /// Token answers: the last scope of a multi-scope grant left out (RFC 6749 §3.3 lets a server narrow it).
+    ScopeSubset,
+    /// Token answers: `scope` as a JSON array (SimpleIdServer).
+    ScopeArray,
+    /// Every JSON object answer: extra members (`message`, `ext_expires_in`, nested objects; RFC 6749 §5.1).
+    ExtraMembers,
+    /// Every answer: no `Cache-Control: no-store` and no `Pragma: no-cache` (RFC 6749 §5.1, R-SEC-1).
+    NoCacheHeaders,
+    /// OAuth errors sent with `200` (GitHub's device flow answers `authorization_pending` with `200`).
+    ErrorWithStatus200,
+    /// `GET /api/v1/jobs`: the first job without `pages`, and one more job without `file_name` (docs/protocol.md
+    /// §7: a default for the one, a refusal of only the other).
+    JobListGaps,
+    /// `GET /api/v1/jobs`: every job of a `source` this crate does not know (`fax`).
+    UnknownJobSource,
+    /// `POST /api/v1/scans`: the upload link without `expires_at`.
+    UploadWithoutExpiry,
+    /// Any route: `404` without processing, as a server without that optional extension answers (`PUT
+    /// /api/v1/device`, docs/protocol.md §10.2 C11).
+    NotOffered,
+}
+
+impl Deviation {
+    /// The wire name (`hyphenated_user_code`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HyphenatedUserCode => "hyphenated_user_code",
+            Self::LowercaseUserCode => "lowercase_user_code",
+            Self::ForeignUserCode => "foreign_user_code",
+            Self::VerificationUrl => "verification_url",
+            Self::NoInterval => "no_interval",
+            Self::ExpiresInString => "expires_in_string",
+            Self::NoVerificationUriComplete => "no_verification_uri_complete",
+            Self::TokenTypeLowercase => "token_type_lowercase",
+            Self::ScopeSubset => "scope_subset",
+            Self::ScopeArray => "scope_array",
+            Self::ExtraMembers => "extra_members",
+            Self::NoCacheHeaders => "no_cache_headers",
+            Self::ErrorWithStatus200 => "error_with_status_200",
+            Self::JobListGaps => "job_list_gaps",
+            Self::UnknownJobSource => "unknown_job_source",
+            Self::UploadWithoutExpiry => "upload_without_expiry",
+            Self::NotOffered => "not_offered",
+        }
+    }
+
+    /// Rewrites a JSON answer in place; `status` may change (only [`Self::ErrorWithStatus200`] does).
+    fn rewrite(self, value: &mut serde_json::Value, status: &mut StatusCode) {
+        use serde_json::Value;
+        let Some(obj) = value.as_object_mut() else { return };
+        let user_code = |obj: &mut serde_json::Map<String, Value>, f: &dyn Fn(&str) -> String| {
+            let Some(code) = obj.get("user_code").and_then(Value::as_str).map(str::to_owned) else { return };
+            let new = f(&code);
+            if let Some(Value::String(vuc)) = obj.get_mut("verification_uri_complete") {
+                let encoded: String = form_urlencoded::byte_serialize(new.as_bytes()).collect();
+                *vuc = vuc.replace(&format!("user_code={code}"), &format!("user_code={encoded}"));
+            }
+            obj.insert("user_code".into(), Value::String(new));
+        };
+        let success = status.is_success();
+        match self {
+            Self::HyphenatedUserCode if success => {
+                user_code(obj, &|c| if c.len() == 8 { format!("{}-{}", &c[..4], &c[4..]) } else { c.to_owned() })
+            }
+            Self::LowercaseUserCode if success => user_code(obj, &|c| {
+                let lower = c.to_ascii_lowercase();
+                if lower.len() == 8 {
+                    format!("{} {}", &lower[..4], &lower[4..])
+                } else {
+                    lower
+                }
+            }),
+            Self::ForeignUserCode if success => user_code(obj, &|c| {
+                if c.len() == 8 {
+                    format!("{}-{}-7", &c[..4], &c[4..])
+                } else {
+                    format!("{c}-7")
+                }
+            }),
+            Self::VerificationUrl if success => {
+                if let Some(v) = obj.remove("verification_uri") {
+                    obj.insert("verification_url".into(), v);
+                }
+            }
+            Self::NoInterval if success && obj.contains_key("device_code") => {
+                obj.remove("interval");
+            }
+            Self::ExpiresInString if success => {
+                for key in ["expires_in", "interval"] {
+                    if let Some(n) = obj.get(key).and_then(Value::as_u64) {
+                        obj.insert(key.into(), Value::String(n.to_string()));
+                    }
+                }
+            }
+            Self::NoVerificationUriComplete if success => {
+                obj.remove("verification_uri_complete");
+            }
+            Self::TokenTypeLowercase if success && obj.contains_key("token_type") => {
+                obj.insert("token_type".into(), Value::String("bearer".into()));
+            }
+            Self::ScopeSubset if success => {
+                if let Some(Value::String(scope)) = obj.get_mut("scope") {
+                    if let Some((kept, _)) = scope.rsplit_once(' ') {
+                        *scope = kept.to_owned();
+                    }
+                }
+            }
+            Self::ScopeArray if success => {
+                if let Some(Value::String(scope)) = obj.get("scope") {
+                    let parts = scope.split(' ').map(|s| Value::String(s.to_owned())).collect();
+                    obj.insert("scope".into(), Value::Array(parts));
+                }
+            }
+            Self::ExtraMembers => {
+                obj.insert("message".into(), Value::String("extra member (roger-sim deviation fault)".into()));
+                obj.insert("ext_expires_in".into(), Value::from(3600));
+                obj.insert("x_vendor".into(), serde_json::json!({"nested": [1, null, {"a": true}]}));
+            }
+            Self::ErrorWithStatus200 if !success && obj.get("error").is_some_and(Value::is_string) => {
+                *status = StatusCode::OK;
+            }
+            Self::JobListGaps if success => {
+                if let Some(Value::Array(jobs)) = obj.get_mut("jobs") {
+                    if let Some(Value::Object(first)) = jobs.first_mut() {
+                        first.remove("pages");
+                    }
+                    jobs.push(serde_json::json!({"id": "roger-sim-deviation-job", "pages": 1, "source": "drive"}));
+                }
+            }
+            Self::UnknownJobSource if success => {
+                if let Some(Value::Array(jobs)) = obj.get_mut("jobs") {
+                    for job in jobs.iter_mut().filter_map(Value::as_object_mut) {
+                        job.insert("source".into(), Value::String("fax".into()));
+                    }
+                }
+            }
+            Self::UploadWithoutExpiry if success => {
+                if let Some(Value::Object(upload)) = obj.get_mut("upload") {
+                    upload.remove("expires_at");
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl FaultKind {
@@ -91,6 +264,7 @@ impl FaultKind {
             Self::TooManyRequests => "too_many_requests",
             Self::SlowDown => "slow_down",
             Self::WrongIssuer => "wrong_issuer",
+            Self::Deviation => "deviation",
         }
     }
 }
@@ -127,6 +301,9 @@ pub struct FaultRule {
     /// `status_5xx` (optional) and `too_many_requests` (default 1): the `Retry-After` header in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// `deviation` only (required there): how the answer is rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deviation: Option<Deviation>,
 }
 
 /// The body of `POST /sim/faults`: a seed and the rules, in the order they are tried.
@@ -223,6 +400,13 @@ impl FaultRule {
         }
         if k == FaultKind::WrongIssuer && self.route != WELL_KNOWN_PATH {
             return Err(format!("wrong_issuer applies to {WELL_KNOWN_PATH} only"));
+        }
+        match (k, self.deviation) {
+            (FaultKind::Deviation, None) => {
+                return Err("deviation needs a deviation (e.g. hyphenated_user_code)".into())
+            }
+            (FaultKind::Deviation, Some(_)) | (_, None) => {}
+            (_, Some(_)) => return Err("deviation belongs to the deviation fault".into()),
         }
         Ok(())
     }
@@ -480,7 +664,8 @@ pub fn wrong_issuer(api: &str) -> String {
     }
 }
 
-async fn rewrite_issuer(resp: Response, api: &str) -> Response {
+/// Rewrites a JSON answer with `f` (which may change the status); an answer that is not JSON passes unchanged.
+async fn rewrite_json(resp: Response, f: impl FnOnce(&mut serde_json::Value, &mut StatusCode)) -> Response {
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return problem(&ApiFailure::new(500, "internal", "The answer could not be read"));
@@ -489,12 +674,31 @@ async fn rewrite_issuer(resp: Response, api: &str) -> Response {
         Ok(v) => v,
         Err(_) => return Response::from_parts(parts, Body::from(bytes)),
     };
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert("issuer".into(), serde_json::Value::String(wrong_issuer(api)));
-    }
+    f(&mut value, &mut parts.status);
     let body = serde_json::to_vec(&value).unwrap_or_else(|_| bytes.to_vec());
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
+}
+
+async fn rewrite_issuer(resp: Response, api: &str) -> Response {
+    let issuer = wrong_issuer(api);
+    rewrite_json(resp, move |value, _| {
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("issuer".into(), serde_json::Value::String(issuer));
+        }
+    })
+    .await
+}
+
+/// Applies a [`FaultKind::Deviation`] to the answer of the processed request.
+async fn deviate(resp: Response, deviation: Deviation) -> Response {
+    if deviation == Deviation::NoCacheHeaders {
+        let mut resp = resp;
+        resp.headers_mut().remove(header::CACHE_CONTROL);
+        resp.headers_mut().remove(header::PRAGMA);
+        return resp;
+    }
+    rewrite_json(resp, |value, status| deviation.rewrite(value, status)).await
 }
 
 /// The log entry of an applied fault (after any entries of the processing it let through).
@@ -586,6 +790,15 @@ pub async fn inject(s: Arc<Shared>, req: Request, router: Router) -> Response {
             let r = next(&router, rebuild(&parts, &bytes)).await;
             rewrite_issuer(r, &s.api).await
         }
+        FaultKind::Deviation => match rule.deviation.unwrap_or(Deviation::ExtraMembers) {
+            Deviation::NotOffered => {
+                problem(&ApiFailure::new(404, "not-found", "Not offered by this server (roger-sim deviation fault)"))
+            }
+            d => {
+                let r = next(&router, rebuild(&parts, &bytes)).await;
+                deviate(r, d).await
+            }
+        },
     };
     e.status = resp.status().as_u16();
     s.log(e);
@@ -608,6 +821,7 @@ mod tests {
             delay_ms: None,
             status: None,
             retry_after: None,
+            deviation: None,
         }
     }
 

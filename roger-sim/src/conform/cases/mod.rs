@@ -94,6 +94,7 @@ mod prelude {
             delay_ms: None,
             status: None,
             retry_after: None,
+            deviation: None,
         }
     }
 }
