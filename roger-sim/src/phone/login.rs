@@ -100,7 +100,7 @@ mod tests {
     fn returns_set_cookies() {
         let mut h = HeaderMap::new();
         assert_eq!(cookie_header(&h), None);
-        h.append(SET_COOKIE, "roger_csrf=abc; Path=/oauth; HttpOnly; SameSite=Strict".parse().unwrap());
+        h.append(SET_COOKIE, "roger_csrf=abc; Path=/oauth/authorize; HttpOnly; SameSite=Strict".parse().unwrap());
         h.append(SET_COOKIE, "other=1".parse().unwrap());
         h.append(SET_COOKIE, "=junk".parse().unwrap());
         assert_eq!(cookie_header(&h).as_deref(), Some("roger_csrf=abc; other=1"));

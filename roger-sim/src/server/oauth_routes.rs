@@ -273,9 +273,9 @@ fn login_page(s: &Shared, req: &AuthorizationRequest, message: Option<&str>) -> 
     // `WWW-Authenticate` challenge (RFC 9110 §15.5.2), and a form is not one.
     let mut r = page(StatusCode::OK, "Sign in to Roger", &body);
     let secure = if s.tls { "; Secure" } else { "" };
-    if let Ok(v) =
-        HeaderValue::from_str(&format!("{CSRF_COOKIE}={nonce}; Path=/oauth; HttpOnly; SameSite=Strict{secure}"))
-    {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{CSRF_COOKIE}={nonce}; Path=/oauth/authorize; HttpOnly; SameSite=Strict{secure}"
+    )) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
