@@ -752,6 +752,45 @@ mod tests {
         assert!(unavailable.is_retryable());
     }
 
+    /// docs/protocol.md §7: what a classifier's error says about the peer, and the report's wording (endpoint and
+    /// rule, never a value), once per kind.
+    #[test]
+    fn reports_from_errors_once() {
+        let in_200 = ResponseError::OAuth {
+            status: 200,
+            body: Box::new(OAuthErrorResponse::new(OAuthErrorCode::AuthorizationPending)),
+            retry_after: None,
+            www_authenticate_error: None,
+        };
+        let r = PeerReport::from_error("POST /oauth/token", &in_200).unwrap();
+        assert_eq!((r.violation, r.action), (PeerViolation::ErrorInSuccessStatus, PeerAction::Tolerated));
+        let in_400 = ResponseError::OAuth {
+            status: 400,
+            body: Box::new(OAuthErrorResponse::new(OAuthErrorCode::AuthorizationPending)),
+            retry_after: None,
+            www_authenticate_error: None,
+        };
+        assert_eq!(PeerReport::from_error("POST /oauth/token", &in_400), None, "a plain error is no deviation");
+        let malformed =
+            ResponseError::Malformed { status: 200, violation: PeerViolation::BadUserCode, detail: "x".into() };
+        let r = PeerReport::from_error("POST /oauth/device_authorization", &malformed).unwrap();
+        assert_eq!(r.action, PeerAction::Refused);
+        assert_eq!(
+            r.to_string(),
+            "POST /oauth/device_authorization: a user code that cannot be shown (empty, too long or with control \
+             characters) (RFC 8628 §6.1): refused"
+        );
+        let mut once = ReportOnce::default();
+        assert!(once.first(&r) && !once.first(&r));
+        assert!(once.first(&PeerReport::tolerated("POST /oauth/device_authorization", PeerViolation::BadUserCode)));
+        // Every variant has a rule, a description, and a bit of its own.
+        let all: PeerViolations = PeerViolation::ALL.into_iter().collect();
+        assert_eq!(all.iter().count(), PeerViolation::ALL.len());
+        for v in PeerViolation::ALL {
+            assert!(!v.rule().is_empty() && !v.describe().is_empty(), "{v:?}");
+        }
+    }
+
     /// PROTOCOL.md §7 / R-TOK-1: a 401 invalid_client or invalid_token asks for a fresh token.
     #[test]
     fn token_rejected() {

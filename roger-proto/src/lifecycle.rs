@@ -852,6 +852,35 @@ mod tests {
         assert!(ev.contains(&LifecycleEvent::DeviceTokenRefreshed));
     }
 
+    /// docs/protocol.md §7: a refresh answer without a new refresh token (RFC 6749 §6 "MAY"; Google, Auth0 without
+    /// rotation) keeps the one the printer has, and is reported once; a string `expires_in` is read and reported.
+    #[test]
+    fn refresh_without_rotation_keeps_the_token() {
+        let t0 = Instant::now();
+        let (mut c, t1) = registered(t0);
+        drain(&mut c);
+        let unrotated = r#"{"access_token":"at2","token_type":"bearer","expires_in":"100","scope":"roger.device"}"#;
+        for n in 1..=2 {
+            let t = t1 + s(80 * n);
+            assert!(matches!(c.poll_transmit(t), Some(LifecycleTransmit::Refresh(_))));
+            c.handle_response(t, &resp(200, unrotated));
+            assert_eq!(c.refresh_token().unwrap().secret(), "rt1", "the only refresh token it has");
+            assert_eq!(c.device_token(t).map(|x| x.secret()), Some("at2"));
+            let reports: Vec<PeerViolation> = drain(&mut c)
+                .into_iter()
+                .filter_map(|e| match e {
+                    LifecycleEvent::PeerViolation(r) => Some(r.violation),
+                    _ => None,
+                })
+                .collect();
+            if n == 1 {
+                assert_eq!(reports, [PeerViolation::ExpiresInAsString, PeerViolation::RefreshNotRotated]);
+            } else {
+                assert_eq!(reports, [], "each kind once per connection");
+            }
+        }
+    }
+
     /// R-TOK-3: a lost refresh answer is retried with the same refresh token, after a backoff; tokens kept.
     #[test]
     fn lost_refresh_answer_retries_same_token() {

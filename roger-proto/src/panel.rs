@@ -1800,6 +1800,25 @@ mod tests {
         assert_eq!(p.user_token().unwrap().secret(), "at-secret-1");
     }
 
+    /// docs/protocol.md §7, RFC 6749 §3.3: a step-2 grant narrower than requested (print, no scan) is used as granted:
+    /// the panel offers print only, and reports the narrowing once.
+    #[test]
+    fn narrowed_step2_grant_is_used_as_granted() {
+        let t0 = Instant::now();
+        let mut p = step1(cfg(true), t0);
+        let t = t0 + s(6);
+        p.enter_pin(t, None, Password::new("sekret")).unwrap();
+        let tx = one(&mut p, t);
+        p.handle_response(t, tx.id(), &resp(200, &token_body("at-2", scope::PRINT, "alice", 600)));
+        let ev = events(&mut p);
+        let [PanelEvent::PeerViolation(r), PanelEvent::Step2Granted { scopes }] = ev.as_slice() else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(*r, PeerReport::tolerated(crate::token::ENDPOINT, PeerViolation::ScopeNarrowed));
+        assert_eq!(scopes, &["roger.print"]);
+        assert_eq!(p.scopes(), vec!["roger.release", "roger.print"], "no roger.scan: no scan is offered");
+    }
+
     /// PROTOCOL.md §8 / R-PWD-2: invalid_grant → wrong credentials, state unchanged, PIN wiped (R-PWD-1).
     #[test]
     fn invalid_grant_rejects_pin_and_wipes() {

@@ -583,12 +583,18 @@ mod tests {
         }
     }
 
-    /// A 200 that carries `{"error":…}` is an error.
+    /// A 200 that carries `{"error":…}` is an error (GitHub's device flow), and so is a 403 that carries one
+    /// (OpenAM, PingAM answer `authorization_pending` with 403): the `error` member decides, not the status
+    /// (docs/protocol.md §7).
     #[test]
     fn ok_status_with_error_body() {
         let r = resp(200, JSON, r#"{"error":"authorization_pending"}"#);
         let e = classify_oauth::<Ok1>(&r).unwrap_err();
         assert_eq!(e.oauth_code(), Some(&crate::error::OAuthErrorCode::AuthorizationPending));
+        let r = resp(403, JSON, r#"{"error":"authorization_pending","error_description":"pending"}"#);
+        let e = classify_oauth::<Ok1>(&r).unwrap_err();
+        assert_eq!(e.oauth_code(), Some(&crate::error::OAuthErrorCode::AuthorizationPending));
+        assert!(!e.is_retryable());
     }
 
     /// PROTOCOL.md §12: a 503 with an HTML page is retryable, not a parse failure.

@@ -226,6 +226,60 @@ async fn lifecycle_registers_over_http() {
     assert_eq!(conn.device_id(), Some("dev-1"));
 }
 
+/// docs/protocol.md §7: a server that publishes its metadata only at `/.well-known/openid-configuration` (Google,
+/// Keycloak before 26.4; RFC 8414 §5) is read there, with the issuer check, and that is reported once through the
+/// driver's sink.
+#[tokio::test]
+async fn metadata_at_the_openid_path_is_read_and_reported() {
+    let server = MockServer::start().await;
+    let api = server.uri();
+    let meta = AuthorizationServerMetadata::for_api(&api, false);
+    Mock::given(method("GET"))
+        .and(path("/.well-known/openid-configuration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&meta))
+        .mount(&server)
+        .await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let d = driver().on_peer_report(move |r| sink.lock().unwrap().push(r.to_string()));
+    for _ in 0..2 {
+        let e = d.metadata(&api, roger_proto::discovery::TransportPolicy::AllowLoopbackPlain).await.unwrap();
+        assert_eq!(e.token, format!("{api}/oauth/token"));
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "reported once: {seen:?}");
+    assert!(seen[0].contains("openid-configuration") && seen[0].contains("RFC 8414 §5"), "{}", seen[0]);
+    // The issuer check applies there too (R-META-1).
+    let other = MockServer::start().await;
+    let wrong = AuthorizationServerMetadata::for_api("http://127.0.0.1:1", false);
+    Mock::given(method("GET"))
+        .and(path("/.well-known/openid-configuration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&wrong))
+        .mount(&other)
+        .await;
+    let err = d.metadata(&other.uri(), roger_proto::discovery::TransportPolicy::AllowLoopbackPlain).await.unwrap_err();
+    assert!(matches!(err, roger_proto::driver::DriverError::Metadata(_)), "{err:?}");
+}
+
+/// An answer larger than the transport's cap fails as a transport error instead of filling the printer's memory
+/// (a hostile or broken server; docs/protocol.md §7).
+#[tokio::test]
+async fn oversized_answers_are_cut_off() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/big"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(vec![b'x'; 4096], "application/json"))
+        .mount(&server)
+        .await;
+    let t = ReqwestTransport::new(None).unwrap().max_body(1024);
+    let req = http::Request::get(format!("{}/big", server.uri())).body(Vec::new()).unwrap();
+    let e = roger_proto::driver::HttpTransport::send(&t, req).await.unwrap_err();
+    assert!(e.message.contains("larger than 1024"), "{e}");
+    let t = ReqwestTransport::new(None).unwrap().max_body(4096);
+    let req = http::Request::get(format!("{}/big", server.uri())).body(Vec::new()).unwrap();
+    assert_eq!(roger_proto::driver::HttpTransport::send(&t, req).await.unwrap().body().len(), 4096);
+}
+
 /// R-META-1: metadata whose issuer is not the API origin is refused.
 #[tokio::test]
 async fn wrong_issuer_refused() {

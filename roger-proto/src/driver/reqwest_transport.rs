@@ -53,10 +53,15 @@ pub fn rustls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig
     Ok(config)
 }
 
+/// The largest answer a [`ReqwestTransport`] reads by default: 64 MiB, room for a print document from the drive;
+/// an answer from a hostile or broken server cannot exhaust a printer's memory ([`ReqwestTransport::max_body`]).
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024 * 1024;
+
 /// The reqwest transport.
 #[derive(Debug, Clone)]
 pub struct ReqwestTransport {
     client: reqwest::Client,
+    max_body: usize,
 }
 
 impl ReqwestTransport {
@@ -71,12 +76,19 @@ impl ReqwestTransport {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))?;
-        Ok(Self { client })
+        Ok(Self { client, max_body: DEFAULT_MAX_BODY })
     }
 
     /// Wraps an existing client (the caller vouches for its TLS settings).
     pub fn from_client(client: reqwest::Client) -> Self {
-        Self { client }
+        Self { client, max_body: DEFAULT_MAX_BODY }
+    }
+
+    /// Sets the largest answer body read, in bytes; a longer one fails as a transport error (default
+    /// [`DEFAULT_MAX_BODY`]).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
     }
 }
 
@@ -122,12 +134,24 @@ impl HttpTransport for ReqwestTransport {
     async fn send(&self, request: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, TransportError> {
         let request = reqwest::Request::try_from(request)
             .map_err(|e| TransportError::new(TransportErrorKind::Other, e.without_url().to_string()))?;
-        let resp = self.client.execute(request).await.map_err(to_transport_error)?;
+        let mut resp = self.client.execute(request).await.map_err(to_transport_error)?;
         let mut builder = Response::builder().status(resp.status()).version(resp.version());
         if let Some(h) = builder.headers_mut() {
             *h = resp.headers().clone();
         }
-        let body = resp.bytes().await.map_err(to_transport_error)?;
-        builder.body(body.to_vec()).map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))
+        let too_large = || {
+            TransportError::new(TransportErrorKind::Other, format!("the answer is larger than {} bytes", self.max_body))
+        };
+        if resp.content_length().is_some_and(|n| n > self.max_body as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(to_transport_error)? {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        builder.body(body).map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))
     }
 }
