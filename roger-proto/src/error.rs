@@ -516,6 +516,21 @@ impl PeerReport {
     }
 }
 
+impl PeerReport {
+    /// The reports of a classifier's result: one per deviation it read past (`Ok` with notes), or the refusal its
+    /// error stands for ([`Self::from_error`]).
+    pub fn of_result<T>(
+        endpoint: &'static str,
+        result: &Result<(T, PeerViolations), ResponseError>,
+    ) -> impl Iterator<Item = PeerReport> {
+        let (notes, refused) = match result {
+            Ok((_, notes)) => (*notes, None),
+            Err(e) => (PeerViolations::NONE, Self::from_error(endpoint, e)),
+        };
+        notes.iter().map(move |v| Self::tolerated(endpoint, v)).chain(refused)
+    }
+}
+
 impl fmt::Display for PeerReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match (self.action, self.violation.rfc_allows()) {

@@ -31,7 +31,7 @@ use http::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::device_authorization::{DeviceAuthorizationRequest, DeviceAuthorizationResponse};
-use crate::error::{OAuthErrorCode, PeerReport, PeerViolation, ReportOnce, ResponseError};
+use crate::error::{OAuthErrorCode, PeerReport, PeerViolation, PeerViolations, ReportOnce, ResponseError};
 use crate::metadata::Endpoints;
 use crate::poller::{DevicePoller, PollResult, PollerConfig};
 use crate::secret::{AccessToken, RefreshToken, VerificationUriComplete};
@@ -490,22 +490,12 @@ impl Connection {
     fn noted<T>(
         &mut self,
         endpoint: &'static str,
-        result: Result<(T, crate::error::PeerViolations), ResponseError>,
+        result: Result<(T, PeerViolations), ResponseError>,
     ) -> Result<T, ResponseError> {
-        match result {
-            Ok((value, notes)) => {
-                for v in notes.iter() {
-                    self.report(PeerReport::tolerated(endpoint, v));
-                }
-                Ok(value)
-            }
-            Err(e) => {
-                if let Some(r) = PeerReport::from_error(endpoint, &e) {
-                    self.report(r);
-                }
-                Err(e)
-            }
+        for r in PeerReport::of_result(endpoint, &result) {
+            self.report(r);
         }
+        result.map(|(value, _)| value)
     }
 
     fn report(&mut self, r: PeerReport) {

@@ -881,20 +881,10 @@ impl PanelSession {
         endpoint: &'static str,
         result: Result<(T, PeerViolations), ResponseError>,
     ) -> Result<T, ResponseError> {
-        match result {
-            Ok((value, notes)) => {
-                for v in notes.iter() {
-                    self.report(PeerReport::tolerated(endpoint, v));
-                }
-                Ok(value)
-            }
-            Err(e) => {
-                if let Some(r) = PeerReport::from_error(endpoint, &e) {
-                    self.report(r);
-                }
-                Err(e)
-            }
+        for r in PeerReport::of_result(endpoint, &result) {
+            self.report(r);
         }
+        result.map(|(value, _)| value)
     }
 
     fn report(&mut self, r: PeerReport) {

@@ -300,21 +300,11 @@ impl DevicePoller {
         if self.phase != Phase::InFlight {
             return;
         }
-        let result = match crate::token::classify_noted(response) {
-            Ok((t, notes)) => {
-                for v in notes.iter() {
-                    self.report(PeerReport::tolerated(crate::token::ENDPOINT, v));
-                }
-                Ok(t)
-            }
-            Err(e) => {
-                if let Some(r) = PeerReport::from_error(crate::token::ENDPOINT, &e) {
-                    self.report(r);
-                }
-                Err(e)
-            }
-        };
-        self.handle_outcome(now, PollOutcome::from_result(result));
+        let result = crate::token::classify_noted(response);
+        for r in PeerReport::of_result(crate::token::ENDPOINT, &result) {
+            self.report(r);
+        }
+        self.handle_outcome(now, PollOutcome::from_result(result.map(|(t, _)| t)));
     }
 
     fn report(&mut self, r: PeerReport) {

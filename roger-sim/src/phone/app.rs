@@ -313,14 +313,7 @@ impl AppClient {
     /// Reports, once per kind and at warn level (through the driver), what a classifier read past or refused
     /// (docs/protocol.md §7): the endpoint, the rule and the violation, never a value.
     pub fn report<T>(&self, endpoint: &'static str, result: &Result<(T, PeerViolations), ResponseError>) {
-        match result {
-            Ok((_, notes)) => notes.iter().for_each(|v| self.driver.report(PeerReport::tolerated(endpoint, v))),
-            Err(e) => {
-                if let Some(r) = PeerReport::from_error(endpoint, e) {
-                    self.driver.report(r);
-                }
-            }
-        }
+        PeerReport::of_result(endpoint, result).for_each(|r| self.driver.report(r));
     }
 
     /// Takes a fresh app token set received at `now` (login, desktop grant, refresh). Refuses one without
