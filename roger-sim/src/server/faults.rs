@@ -116,6 +116,7 @@ pub enum Deviation {
     /// Every answer: no `Cache-Control: no-store` and no `Pragma: no-cache` (RFC 6749 §5.1, R-SEC-1).
     NoCacheHeaders,
     /// OAuth errors sent with `200` (GitHub's device flow answers `authorization_pending` with `200`).
+    #[serde(rename = "error_with_status_200")]
     ErrorWithStatus200,
     /// `GET /api/v1/jobs`: the first job without `pages`, and one more job without `file_name` (docs/protocol.md
     /// §7: a default for the one, a refusal of only the other).
@@ -690,12 +691,18 @@ async fn rewrite_issuer(resp: Response, api: &str) -> Response {
     .await
 }
 
+/// The marker a `no_cache_headers` deviation puts on an answer: the API service then leaves out the R-SEC-1 headers
+/// it adds to every other answer (`service.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WithoutCacheHeaders;
+
 /// Applies a [`FaultKind::Deviation`] to the answer of the processed request.
 async fn deviate(resp: Response, deviation: Deviation) -> Response {
     if deviation == Deviation::NoCacheHeaders {
         let mut resp = resp;
         resp.headers_mut().remove(header::CACHE_CONTROL);
         resp.headers_mut().remove(header::PRAGMA);
+        resp.extensions_mut().insert(WithoutCacheHeaders);
         return resp;
     }
     rewrite_json(resp, |value, status| deviation.rewrite(value, status)).await
@@ -1091,6 +1098,53 @@ mod tests {
             post_form(&s, &http, "/oauth/token", "grant_type=refresh_token&refresh_token=x&client_id=emb-acme").await;
         assert_eq!(r.status(), 503);
         assert_eq!(fault_outcomes(&s), [("fault:slow_down".to_owned(), 400), ("fault:status_5xx".to_owned(), 503)]);
+        s.stop().await;
+    }
+
+    #[tokio::test]
+    async fn deviations_rewrite_answers_as_other_servers_do() {
+        let (s, http) = server().await;
+        let registration = "client_id=emb-acme&scope=roger.device&device_model=M&device_serial=S";
+        let deviations = [
+            ("/oauth/device_authorization", "hyphenated_user_code"),
+            ("/oauth/token", "error_with_status_200"),
+            (WELL_KNOWN_PATH, "no_cache_headers"),
+            ("/api/v1/device", "not_offered"),
+        ];
+        let rules: Vec<Value> =
+            deviations.iter().map(|(r, d)| json!({"route": r, "fault": "deviation", "deviation": d})).collect();
+        set_plan(&s, &http, json!({"seed": 5, "rules": rules})).await;
+        // RFC 8628 §3.2's spelling, in the answer and in its QR payload; the server still takes the code.
+        let a: Value = post_form(&s, &http, "/oauth/device_authorization", registration).await.json().await.unwrap();
+        let code = a["user_code"].as_str().unwrap().to_owned();
+        assert_eq!((code.len(), code.as_bytes()[4]), (9, b'-'), "{code}");
+        assert!(a["verification_uri_complete"].as_str().unwrap().ends_with(&format!("user_code={code}")));
+        // An OAuth error with 200 (GitHub's device flow).
+        let poll = format!(
+            "grant_type={}&device_code={}&client_id=emb-acme",
+            form_urlencoded::byte_serialize(GRANT_DEVICE_CODE.as_bytes()).collect::<String>(),
+            a["device_code"].as_str().unwrap()
+        );
+        let r = post_form(&s, &http, "/oauth/token", &poll).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "authorization_pending");
+        // No R-SEC-1 headers at all on that route (the service adds them to every other answer).
+        let r = http.get(format!("{}{WELL_KNOWN_PATH}", s.info.api)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("cache-control").is_none() && r.headers().get("pragma").is_none());
+        let r = http.get(format!("{}/.well-known/openid-configuration", s.info.api)).send().await.unwrap();
+        assert!(r.headers().get("cache-control").is_some(), "other routes keep them");
+        // An extension the server does not offer.
+        let r = http.put(format!("{}/api/v1/device", s.info.api)).body("{}").send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        // A deviation needs its name, and only the deviation fault takes one.
+        let bad = json!({"seed": 1, "rules": [{"route": "/oauth/token", "fault": "deviation"}]});
+        let r = http.post(format!("{}/sim/faults", s.info.api)).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let bad = json!({"seed": 1, "rules": [{"route": "/oauth/token", "fault": "delay", "delay_ms": 1,
+                                                "deviation": "no_interval"}]});
+        let r = http.post(format!("{}/sim/faults", s.info.api)).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400);
         s.stop().await;
     }
 

@@ -100,7 +100,7 @@ impl Future for ApiFuture {
                 Poll::Pending => return Poll::Pending,
             },
         };
-        if self.no_store {
+        if self.no_store && response.extensions().get::<faults::WithoutCacheHeaders>().is_none() {
             no_store(&mut response);
         }
         Poll::Ready(Ok(response))
