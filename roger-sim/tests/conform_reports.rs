@@ -1,7 +1,8 @@
-//! Scenario (issue 6): the conformance kit's reports and exit code, through the real `roger-sim conform` command
-//! against our MFP and one of its mutants: the JSON report carries its documented fields, the JUnit XML is
-//! well-formed, the HTML page is self-contained, the exit code is 1 iff a MUST failed, and an expected-failures
-//! entry excuses a failure until its expiry date (and names only cases that exist).
+//! Scenario: the conformance kit's reports and exit code, through the real `roger-sim conform` command against our
+//! MFP and one of its mutants: the JSON report carries its documented fields (each case's basis among them), the
+//! JUnit XML is well-formed, the HTML page is self-contained, the exit code is 1 iff a MUST failed or a verdict
+//! differs from `--expected-verdicts` (with the diff printed), and an expected-failures entry excuses a failure
+//! until its expiry date (and names only cases that exist).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,6 +128,8 @@ fn a_passing_run_writes_three_reports() {
             "requirement",
             "sources",
             "level",
+            "basis",
+            "rationale",
             "modes",
             "aimed_at",
             "verdict",
@@ -140,6 +143,8 @@ fn a_passing_run_writes_three_reports() {
         }
         assert_eq!(c["verdict"], "PASS");
         let id = c["id"].as_str().unwrap();
+        // The QR case judges an RFC MUST; R-DISC-1 beyond token answers is a Roger choice.
+        assert_eq!(c["basis"], if id == CASE { "rfc" } else { "roger" }, "{id}");
         assert!(c["rerun"].as_str().unwrap().contains(&format!("--case {id} --seed 5")), "{}", c["rerun"]);
         assert!(!c["evidence"].as_array().unwrap().is_empty(), "evidence for {id}");
     }
@@ -155,6 +160,8 @@ fn a_passing_run_writes_three_reports() {
     assert_eq!(xml.matches("<testcase ").count(), 2);
     assert!(xml.contains("failures=\"0\"") && !xml.contains("<failure"));
     assert!(xml.contains("name=\"seed\" value=\"5\""));
+    assert!(xml.contains("<property name=\"basis\" value=\"RFC\"/>"), "each case names its basis");
+    assert!(xml.contains("<property name=\"basis\" value=\"Roger\"/>"), "each case names its basis");
 
     // HTML: one page, nothing fetched from elsewhere, every case with its rerun command.
     let html = std::fs::read_to_string(&h).unwrap();
@@ -165,6 +172,7 @@ fn a_passing_run_writes_three_reports() {
     }
     assert!(html.contains(CASE) && html.contains(OTHER) && html.contains("seed 5"));
     assert!(html.contains("Rerun just this case") && html.contains("criteria"));
+    assert!(html.contains("Judges an RFC requirement") && html.contains("Judges a Roger choice"));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -266,7 +274,62 @@ fn bad_arguments_exit_2_and_the_catalogue_lists() {
     let (code, stdout, _) = conform(&["--list"]);
     assert_eq!(code, 0);
     assert!(stdout.contains(CASE) && stdout.contains("aimed at: qr-without-user-code"), "{stdout}");
+    assert!(stdout.contains("[MUST · RFC · client · qr_session]"), "the basis is listed: {stdout}");
+    assert!(stdout.contains("judges a Roger choice"), "{stdout}");
     let listed = stdout.lines().filter(|l| !l.starts_with(' ') && l.contains("  [")).count();
     assert!(listed >= 40, "{listed} cases listed");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--expected-verdicts`: the run passes when every verdict is the one committed, and fails (exit 1) with a diff
+/// (case, expected, got, reason) when one differs, as when a case starts failing a correct peer.
+#[test]
+fn expected_verdicts_catch_a_changed_verdict() {
+    let dir = temp_dir("conform-verdicts");
+    let table = dir.join("verdicts.toml");
+    std::fs::write(&table, format!("[verdicts]\n\"{CASE}\" = \"PASS\"\n")).unwrap();
+    let j = dir.join("r.json");
+    let run = |mutant: Option<&str>| {
+        let shim = shim(mutant);
+        conform(&[
+            "client",
+            "--shim",
+            &shim,
+            "--case",
+            CASE,
+            "--seed",
+            "6",
+            "--quiet",
+            "--expected-verdicts",
+            table.to_str().unwrap(),
+            "--json",
+            j.to_str().unwrap(),
+        ])
+    };
+    let (code, stdout, _) = run(None);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(json(&j)["cases"][0]["expected_verdicts"][0], "PASS");
+    assert!(json(&j)["verdict_diffs"].as_array().unwrap().is_empty());
+
+    let (code, stdout, _) = run(Some("qr-without-user-code"));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("verdicts that differ from the expected verdicts (1):"), "{stdout}");
+    assert!(stdout.contains(&format!("{CASE}: expected PASS, got FAIL — the panel shows no user code")), "{stdout}");
+    let r = json(&j);
+    assert_eq!(r["verdict_diffs"][0]["case"], CASE);
+    assert_eq!(r["verdict_diffs"][0]["got"], "FAIL");
+    assert_eq!(r["summary"]["verdict_diffs"], 1);
+
+    // The table may expect that FAIL: the run passes, the failure still reported.
+    std::fs::write(&table, format!("[verdicts]\n\"{CASE}\" = {{ verdict = \"FAIL\", reason = \"known\" }}\n")).unwrap();
+    let (code, stdout, _) = run(Some("qr-without-user-code"));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("FAIL") && stdout.contains("MUST failures: 0"), "{stdout}");
+
+    // A case the table does not know, or a verdict that is none, is refused.
+    std::fs::write(&table, "[verdicts]\n\"no/such/case\" = \"PASS\"\n").unwrap();
+    let (code, _, stderr) = run(None);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not a case of the catalogue"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,7 +1,15 @@
-//! What a conformance case is (DESIGN.md "Conformance", after h2spec): a stable ID, the requirement sentence, its
-//! source (an RFC section or a PROTOCOL.md rule ID), its level (MUST / SHOULD), the modes it runs in, and the
-//! mutants it is aimed at (so the suite's self-test runs only those cases against each mutant); plus the code that
-//! plays it. A case returns a [`Finding`] with its [`Evidence`]; the runner turns it into a [`Verdict`] by the level.
+//! What a conformance case is (after h2spec): a stable ID, the requirement sentence, its source (an RFC section or
+//! a docs/protocol.md rule ID), its level (MUST / SHOULD), its [`Basis`] (an RFC requirement or a Roger choice,
+//! and why), the modes it runs in, and the mutants it is aimed at (so the suite's self-test runs only those cases
+//! against each mutant); plus the code that plays it. A case returns a [`Finding`] with its [`Evidence`]; the
+//! runner turns it into a [`Verdict`] by the level.
+//!
+//! The kit judges foreign peers fairly: a case may FAIL a peer only for breaking a MUST that rests on an RFC MUST
+//! (level [`Level::Must`] implies [`Basis::Rfc`], a unit test checks it). What Roger chose beyond the RFCs (bare
+//! user codes, members Roger requires, the MFP-side SHOULDs, the Roger API) is judged at [`Level::Should`] with
+//! [`Basis::Roger`], so a peer that follows the RFCs but not our choices gets NON-STRICT or INFO, never FAIL. A
+//! MUST case whose RFC requirement holds but whose stricter Roger expectation does not returns
+//! [`Finding::Info`] with the reason.
 
 use std::fmt;
 use std::future::Future;
@@ -28,6 +36,63 @@ impl Level {
         match self {
             Self::Must => "MUST",
             Self::Should => "SHOULD",
+        }
+    }
+}
+
+/// What a case judges: a requirement of an RFC (or of an RFC that docs/protocol.md cites), or a choice Roger made
+/// beyond the RFCs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// An RFC requirement: at [`Level::Must`] an RFC MUST (a peer that follows the RFCs always passes), at
+    /// [`Level::Should`] an RFC SHOULD or RECOMMENDED.
+    Rfc,
+    /// A Roger choice stricter than the RFCs (or outside them: the Roger API, push, the panel): never more than
+    /// [`Level::Should`], so an RFC-conformant peer gets NON-STRICT or INFO for it, never FAIL.
+    Roger,
+}
+
+impl Basis {
+    /// `RFC` or `Roger`, as reports show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rfc => "RFC",
+            Self::Roger => "Roger",
+        }
+    }
+}
+
+/// Which server a server-mode run judges (`roger-sim conform server --profile`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// A Roger server: every server-mode case runs.
+    Roger,
+    /// A generic OAuth 2.0 server (no `roger_api_version` in its metadata): only the cases that judge what any
+    /// OAuth server can be held to run; the Roger-only ones are SKIP ("not a Roger server").
+    Oauth,
+}
+
+impl Profile {
+    /// `roger` or `oauth`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Roger => "roger",
+            Self::Oauth => "oauth",
         }
     }
 }
@@ -118,7 +183,7 @@ impl Area {
     }
 }
 
-/// A case's verdict (DESIGN.md "Conformance").
+/// A case's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING-KEBAB-CASE")]
 pub enum Verdict {
@@ -244,8 +309,9 @@ pub struct Evidence {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CaseError {
-    /// The shim broke the §13 protocol (no answer in time, not one JSON line, exited): the case fails.
-    #[error("the shim broke the PROTOCOL.md §13 protocol: {0}")]
+    /// The shim broke the shim protocol (docs/protocol.md §8: no answer in time, not one JSON line, exited): the
+    /// case fails.
+    #[error("the shim broke the shim protocol (docs/protocol.md §8): {0}")]
     Shim(String),
     /// The shim answered an operation `{"ok":false,"error":"unsupported"}`: the case is skipped (PROTOCOL.md §13).
     #[error("the shim does not support `{0}`")]
@@ -296,6 +362,9 @@ pub struct ServerCase {
     /// Whether the case moves the server's clock or locks an account: such cases run alone, after the others
     /// (they share the vendor's server).
     pub exclusive: bool,
+    /// Whether the case also runs against a generic OAuth server ([`Profile::Oauth`]): it needs nothing but RFC
+    /// endpoints, the fixture's `client_id` and `scope`, and approvals (the Roger API or `--approve-command`).
+    pub oauth: bool,
     /// Plays the case.
     pub run: for<'a> fn(&'a mut ServerEnv) -> CaseFuture<'a>,
 }
@@ -312,8 +381,13 @@ pub struct Case {
     /// Where the requirement comes from: RFC sections (`RFC 8628 §3.5`) and PROTOCOL.md rule IDs (`R-POLL-1`) or
     /// sections (`PROTOCOL §12`), each a key of [`super::coverage::RULES`].
     pub sources: &'static [&'static str],
-    /// MUST or SHOULD.
+    /// MUST or SHOULD (MUST only with [`Basis::Rfc`]).
     pub level: Level,
+    /// What the case judges: an RFC requirement or a Roger choice.
+    pub basis: Basis,
+    /// Why the case judges at its level: the RFC sentence it rests on, or the Roger choice and what the RFCs
+    /// allow instead (one or two sentences; listed per case in docs/conformance.md).
+    pub rationale: &'static str,
     /// Mutants of our own MFP or server that this case must catch (the suite's self-test).
     pub aimed_at: &'static [&'static str],
     /// How the case is played in client mode.
@@ -328,6 +402,7 @@ impl fmt::Debug for Case {
             .field("id", &self.id)
             .field("area", &self.area)
             .field("level", &self.level)
+            .field("basis", &self.basis)
             .field("modes", &self.modes())
             .finish()
     }
@@ -349,6 +424,14 @@ impl Case {
     /// Whether the case runs in `mode`.
     pub fn runs_in(&self, mode: Mode) -> bool {
         self.modes().contains(&mode)
+    }
+
+    /// Whether the case runs against a server of `profile` (every server-mode case runs against a Roger server).
+    pub fn runs_in_profile(&self, profile: Profile) -> bool {
+        match profile {
+            Profile::Roger => self.server.is_some(),
+            Profile::Oauth => self.server.is_some_and(|s| s.oauth),
+        }
     }
 
     /// Whether `pattern` (a case ID with `*` for any run of characters and `?` for one) names this case.

@@ -77,6 +77,11 @@ pub const RULES: &[Rule] = &[
     server("RFC 6749 §5.2", "error answers", SERVER_RULE),
     both("RFC 6749 §6", "refreshing an access token"),
     client("RFC 6749 §7.1", "a token of an unknown type is not used", CLIENT_RULE),
+    client(
+        "RFC 6749 §10.9",
+        "the client validates the server's TLS certificate (RFC 6125)",
+        "a rule for clients, judged in client mode (servers: their TLS versions, R-DISC-2)",
+    ),
     both("RFC 6749 §10.4", "refresh token protection"),
     client("RFC 6750 §2.1", "the Authorization request header", CLIENT_RULE),
     client("RFC 6750 §2.3", "no tokens in URI query parameters", CLIENT_RULE),
@@ -132,15 +137,62 @@ pub fn table(cases: &[Case]) -> String {
 pub fn listing(cases: &[Case]) -> String {
     let mut s = String::new();
     for c in cases {
-        let modes: Vec<&str> = c.modes().iter().map(|m| m.as_str()).collect();
-        let _ = writeln!(s, "{}  [{} · {} · {}]", c.id, c.level.as_str(), modes.join(","), c.area.as_str());
+        let mut modes: Vec<&str> = c.modes().iter().map(|m| m.as_str()).collect();
+        if c.runs_in_profile(super::case::Profile::Oauth) {
+            modes.push("server:oauth");
+        }
+        let _ = writeln!(
+            s,
+            "{}  [{} · {} · {} · {}]",
+            c.id,
+            c.level.as_str(),
+            c.basis.as_str(),
+            modes.join(","),
+            c.area.as_str()
+        );
         let _ = writeln!(s, "    {}", c.requirement);
         let _ = writeln!(s, "    sources: {}", c.sources.join(", "));
+        let _ = writeln!(
+            s,
+            "    judges {}: {}",
+            match c.basis {
+                super::case::Basis::Rfc => "an RFC requirement",
+                super::case::Basis::Roger => "a Roger choice",
+            },
+            c.rationale
+        );
         if !c.aimed_at.is_empty() {
             let _ = writeln!(s, "    aimed at: {}", c.aimed_at.join(", "));
         }
     }
-    let _ = writeln!(s, "{} cases", cases.len());
+    let rfc = cases.iter().filter(|c| c.basis == super::case::Basis::Rfc).count();
+    let _ = writeln!(s, "{} cases ({rfc} judge an RFC requirement, {} a Roger choice)", cases.len(), cases.len() - rfc);
+    s
+}
+
+/// The per-case classification table of docs/conformance.md: every case with its modes, level and basis, and why
+/// its level is what it is (generated; a test fails when the committed table drifts).
+pub fn classification(cases: &[Case]) -> String {
+    let mut s = String::from("| case | modes | level | judges | why |\n|---|---|---|---|---|\n");
+    for c in cases {
+        let mut modes: Vec<String> = c.modes().iter().map(|m| m.as_str().to_owned()).collect();
+        if c.runs_in_profile(super::case::Profile::Oauth) {
+            modes.push("server (oauth too)".into());
+            modes.retain(|m| m != "server");
+        }
+        let basis = match c.basis {
+            super::case::Basis::Rfc => "RFC requirement",
+            super::case::Basis::Roger => "Roger choice",
+        };
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {basis} | {} |",
+            c.id,
+            modes.join(", "),
+            c.level.as_str(),
+            c.rationale.replace('|', "\\|")
+        );
+    }
     s
 }
 
@@ -168,26 +220,45 @@ mod tests {
         }
     }
 
-    /// docs/conformance.md carries the generated table; regenerate with ROGER_REGENERATE_CONFORMANCE=1.
-    #[test]
-    fn committed_table_is_current() {
+    /// Keeps the generated block between `begin` and `end` of docs/conformance.md current; regenerates it with
+    /// ROGER_REGENERATE_CONFORMANCE=1.
+    fn check_block(begin: &str, end: &str, body: String) {
+        // Both tables live in one file: one test at a time reads and rewrites it.
+        static FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = FILE.lock().unwrap_or_else(|e| e.into_inner());
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/conformance.md");
         let doc = std::fs::read_to_string(&path).expect("docs/conformance.md");
-        let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
-            panic!("docs/conformance.md lacks the coverage markers");
+        let (Some(b), Some(e)) = (doc.find(begin), doc.find(end)) else {
+            panic!("docs/conformance.md lacks the markers {begin}");
         };
-        let fresh = format!("{BEGIN}\n{}{END}", table(&catalogue()));
-        let current = &doc[b..e + END.len()];
+        let fresh = format!("{begin}\n{body}{end}");
+        let current = &doc[b..e + end.len()];
         if current != fresh {
             if std::env::var_os("ROGER_REGENERATE_CONFORMANCE").is_some() {
-                let updated = format!("{}{fresh}{}", &doc[..b], &doc[e + END.len()..]);
+                let updated = format!("{}{fresh}{}", &doc[..b], &doc[e + end.len()..]);
                 std::fs::write(&path, updated).expect("write docs/conformance.md");
             } else {
                 panic!(
-                    "the coverage table in docs/conformance.md is stale; run \
+                    "a generated table in docs/conformance.md is stale; run \
                      ROGER_REGENERATE_CONFORMANCE=1 cargo test -p roger-sim --lib conform::coverage"
                 );
             }
         }
+    }
+
+    /// docs/conformance.md carries the generated coverage table.
+    #[test]
+    fn committed_table_is_current() {
+        check_block(BEGIN, END, table(&catalogue()));
+    }
+
+    /// docs/conformance.md carries the generated per-case classification.
+    #[test]
+    fn committed_classification_is_current() {
+        check_block(
+            "<!-- classification:begin (generated by roger-sim/src/conform/coverage.rs) -->",
+            "<!-- classification:end -->",
+            classification(&catalogue()),
+        );
     }
 }

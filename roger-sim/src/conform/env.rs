@@ -5,7 +5,7 @@
 //! A case drives the shim through the helpers here (each answer becomes evidence labelled "self-reported"), moves
 //! the server's clock, sets its faults, approves codes with the phone, and judges from what the proxy recorded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +34,9 @@ pub const DEFAULT_CLIENT_ID: &str = "emb-conform";
 pub const TENANT: &str = "conform";
 /// How long the kit waits for a state the MFP should reach promptly (a registration after approval, a session).
 pub const STATE_WAIT: Duration = Duration::from_secs(20);
+/// How long after reporting `idle` a panel may take to draw its first session QR (as a person at the printer
+/// would wait a moment before concluding there is none).
+pub const SHOW_GRACE: Duration = Duration::from_secs(5);
 
 /// The TLS material of one run: the kit CA the shim is told to trust, a leaf for loopback from it, a leaf from it
 /// for another host name, and a leaf from a rogue CA the shim does not trust (R-DISC-2).
@@ -348,6 +351,8 @@ pub struct ClientEnv {
     shim: Option<ShimDriver>,
     phones: HashMap<Who, Phone>,
     evidence: Vec<Evidence>,
+    /// The exchanges already in the evidence (by sequence number), so none is listed twice.
+    noted: HashSet<u64>,
     t0: Instant,
     fault_seq: u64,
 }
@@ -464,6 +469,7 @@ impl ClientEnv {
             shim: None,
             phones: HashMap::new(),
             evidence: Vec::new(),
+            noted: HashSet::new(),
             t0: Instant::now(),
             fault_seq: 0,
         })
@@ -516,22 +522,12 @@ impl ClientEnv {
         self.evidence.push(Evidence { source, at_ms, text });
     }
 
-    /// Adds exchanges as wire evidence (at most `max`, the last ones if there are more).
+    /// Adds exchanges as wire evidence (at most `max`, the last ones if there are more), leaving out those already
+    /// in the evidence.
     pub fn note_exchanges<'a>(&mut self, list: impl IntoIterator<Item = &'a Exchange>, max: usize) {
         let vault = self.vault();
-        let all: Vec<&Exchange> = list.into_iter().collect();
-        let skipped = all.len().saturating_sub(max);
-        if skipped > 0 {
-            self.evidence.push(Evidence {
-                source: EvidenceSource::Wire,
-                at_ms: self.ms(all[0].at),
-                text: format!("… {skipped} earlier exchanges not shown"),
-            });
-        }
-        for e in all.into_iter().skip(skipped) {
-            let at_ms = self.ms(e.at);
-            self.evidence.push(Evidence { source: EvidenceSource::Wire, at_ms, text: e.describe(&vault) });
-        }
+        let lines = wire_evidence(list, max, &mut self.noted, self.t0, &vault);
+        self.evidence.extend(lines);
     }
 
     /// Spawns the shim and sends `start` (PROTOCOL.md §13); the answer's capabilities are kept.
@@ -767,9 +763,25 @@ impl ClientEnv {
         Ok(())
     }
 
-    /// Approves the session QR the idle panel shows as `who` and waits for `session` (PROTOCOL.md §8 step 1).
+    /// Waits for `idle`, then for the panel to show a session code: a panel may report `idle` a moment before it
+    /// draws its first QR, so the kit looks again (every 250 ms, for at most [`SHOW_GRACE`]) before it concludes
+    /// there is none. The last panel seen (it may still show nothing).
+    pub async fn idle_panel(&mut self) -> Result<Panel, CaseError> {
+        let mut panel = self.expect_state(PanelState::Idle, STATE_WAIT).await?;
+        let deadline = Instant::now() + SHOW_GRACE;
+        while panel.shown.qr.is_none() && panel.shown.user_code.is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            panel = self.panel().await?;
+            if panel.state != PanelState::Idle {
+                break;
+            }
+        }
+        Ok(panel)
+    }
+
+    /// Approves the session QR the idle panel shows as `who` and waits for `session` (docs/protocol.md §5.3 step 1).
     pub async fn qr_session(&mut self, who: Who) -> Result<Panel, CaseError> {
-        let panel = self.expect_state(PanelState::Idle, STATE_WAIT).await?;
+        let panel = self.idle_panel().await?;
         self.decide(&panel.shown, who, true).await?;
         self.expect_state(PanelState::Session, STATE_WAIT).await
     }
@@ -920,6 +932,37 @@ impl ClientEnv {
     }
 }
 
+/// Wire evidence for `list` (at most `max` lines, the last ones, after a line saying how many were left out),
+/// skipping the exchanges in `noted` and adding the rest to it. One exchange is one line however many readings
+/// of a case name it: a case notes the polls it judged, and the runner then notes the whole conversation of a case
+/// that did not pass; listed twice at the same millisecond, an exchange read as a client that sends twice.
+fn wire_evidence<'a>(
+    list: impl IntoIterator<Item = &'a Exchange>,
+    max: usize,
+    noted: &mut HashSet<u64>,
+    t0: Instant,
+    vault: &Vault,
+) -> Vec<Evidence> {
+    let ms = |at: Instant| at.saturating_duration_since(t0).as_millis() as u64;
+    let fresh: Vec<&Exchange> = list.into_iter().filter(|e| !noted.contains(&e.seq)).collect();
+    let mut seen = HashSet::new();
+    let fresh: Vec<&Exchange> = fresh.into_iter().filter(|e| seen.insert(e.seq)).collect();
+    let skipped = fresh.len().saturating_sub(max);
+    let mut out = Vec::new();
+    if skipped > 0 {
+        out.push(Evidence {
+            source: EvidenceSource::Wire,
+            at_ms: ms(fresh[0].at),
+            text: format!("… {skipped} earlier exchanges not shown"),
+        });
+    }
+    for e in fresh.into_iter().skip(skipped) {
+        noted.insert(e.seq);
+        out.push(Evidence { source: EvidenceSource::Wire, at_ms: ms(e.at), text: e.describe(vault) });
+    }
+    out
+}
+
 /// Stops a server that never served a case, deleting its broker topology first.
 async fn stop_server(server: RunningServer) {
     if let Some(bus) = server.amqp.clone() {
@@ -958,6 +1001,51 @@ mod tests {
         assert_ne!(t.alice.pin, t.bob.pin);
         let mut rng2 = rand::rngs::StdRng::seed_from_u64(3);
         assert_eq!(Tenant::generate(&mut rng2).alice.pin, t.alice.pin, "the seed replays the fixture");
+    }
+
+    fn exchange(seq: u64, t0: Instant) -> Exchange {
+        Exchange {
+            seq,
+            route: "api",
+            at: t0 + Duration::from_millis(seq * 100),
+            done: t0 + Duration::from_millis(seq * 100 + 5),
+            method: "POST".into(),
+            path: "/oauth/token".into(),
+            query: None,
+            headers: http::HeaderMap::new(),
+            body: Default::default(),
+            status: Some(400),
+            resp_headers: http::HeaderMap::new(),
+            resp_body: axum::body::Bytes::from_static(b"{\"error\":\"authorization_pending\"}"),
+            rewritten: Vec::new(),
+        }
+    }
+
+    /// An exchange a case noted and the runner's whole conversation noted again is one line of evidence, not two
+    /// at the same millisecond (which read as a client that sends twice).
+    #[test]
+    fn an_exchange_is_listed_once() {
+        let t0 = Instant::now();
+        let all: Vec<Exchange> = (0..5).map(|i| exchange(i, t0)).collect();
+        let vault = Vault::default();
+        let mut noted = HashSet::new();
+        // The case notes the polls it judged (2 and 3)…
+        let first = wire_evidence(all[2..4].iter(), 12, &mut noted, t0, &vault);
+        assert_eq!(first.len(), 2);
+        // …then the runner notes the whole conversation: only the other three are added.
+        let second = wire_evidence(all.iter(), 60, &mut noted, t0, &vault);
+        assert_eq!(second.len(), 3);
+        let mut at: Vec<u64> = first.iter().chain(&second).map(|e| e.at_ms).collect();
+        at.sort_unstable();
+        at.dedup();
+        assert_eq!(at.len(), 5, "every exchange once");
+        // A list that names one exchange twice lists it once; the cap counts fresh exchanges only.
+        let mut noted = HashSet::new();
+        let twice = [&all[0], &all[0], &all[1]];
+        assert_eq!(wire_evidence(twice.into_iter(), 12, &mut noted, t0, &vault).len(), 2);
+        let capped = wire_evidence(all.iter(), 2, &mut noted, t0, &vault);
+        assert_eq!(capped.len(), 3, "one line saying how many were left out, then the last two");
+        assert!(capped[0].text.contains("1 earlier"));
     }
 
     #[test]

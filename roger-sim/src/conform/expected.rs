@@ -3,6 +3,10 @@
 //! still reported as such, but marked expected and left out of the exit code; after its expiry date an entry
 //! excuses nothing and the report says so.
 //!
+//! And the expected-verdicts table ([`ExpectedVerdicts`], `--expected-verdicts FILE`): the committed verdict of
+//! every case of a run against a known peer (a correct foreign server, our own MFP), so a case that starts judging
+//! that peer differently (a wrong FAIL of a correct server above all) fails the run like a regression.
+//!
 //! ```toml
 //! [[expected_failure]]
 //! case = "rfc8628/3.5/slow-down-adds-5s"
@@ -13,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 use time::{Date, Month};
 
-use super::case::glob_match;
+use super::case::{glob_match, Verdict};
 
 /// Why the file is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,10 +130,191 @@ impl ExpectedFailures {
     }
 }
 
+/// Why an expected-verdicts file is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerdictsError {
+    /// Not TOML or JSON of the documented shape.
+    #[error("expected-verdicts file: {0}")]
+    Syntax(String),
+    /// An entry names no case of the catalogue.
+    #[error("expected-verdicts file: {0:?} is not a case of the catalogue")]
+    UnknownCase(String),
+}
+
+/// One row of the table: the verdicts a case may come to (usually one), and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ExpectedVerdict {
+    /// The verdicts accepted (one, or a few for a case that may legitimately come to either).
+    pub verdicts: Vec<Verdict>,
+    /// Why (optional; shown in the diff).
+    pub reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(Verdict),
+    Many(Vec<Verdict>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<Verdict> {
+        match self {
+            Self::One(v) => vec![v],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawVerdict {
+    Bare(OneOrMany),
+    Full {
+        verdict: OneOrMany,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerdictsFile {
+    verdicts: std::collections::BTreeMap<String, RawVerdict>,
+}
+
+/// The committed verdict table: case ID → verdict(s), with an optional reason.
+///
+/// ```toml
+/// [verdicts]
+/// "rfc8628/3.5/poll-no-faster-than-interval" = "PASS"
+/// "roger/R-QR-4/no-foreign-qr" = { verdict = "NON-STRICT", reason = "this printer shows foreign QR codes" }
+/// "roger/R-TOK-1/invalid-client-keeps-user-flow" = { verdict = ["PASS", "SKIP"], reason = "SKIP when …" }
+/// ```
+///
+/// or the same as JSON (`{"verdicts": {"<id>": "PASS" | {"verdict": …, "reason": …}}}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpectedVerdicts {
+    entries: std::collections::BTreeMap<String, ExpectedVerdict>,
+}
+
+/// A case whose verdict differs from the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct VerdictDiff {
+    /// The case.
+    pub case: String,
+    /// What the table expects (`None`: the case is not in the table).
+    pub expected: Option<Vec<Verdict>>,
+    /// What the run came to.
+    pub got: Verdict,
+    /// The run's reason for its verdict.
+    pub reason: String,
+    /// The table's reason, if any.
+    pub expected_reason: Option<String>,
+}
+
+impl VerdictDiff {
+    /// One line: `case: expected X, got Y — reason`.
+    pub fn line(&self) -> String {
+        let expected = match &self.expected {
+            None => "(not in the table)".to_owned(),
+            Some(v) => v.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(" or "),
+        };
+        let mut s = format!("{}: expected {expected}, got {}", self.case, self.got);
+        if !self.reason.is_empty() {
+            s.push_str(&format!(" — {}", self.reason));
+        }
+        if let Some(r) = &self.expected_reason {
+            s.push_str(&format!(" (table: {r})"));
+        }
+        s
+    }
+}
+
+impl ExpectedVerdicts {
+    /// Parses a TOML or JSON table (JSON when the text starts with `{`); every ID must be a case of `ids`.
+    pub fn parse(text: &str, ids: &[&str]) -> Result<Self, VerdictsError> {
+        let file: VerdictsFile = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| VerdictsError::Syntax(e.to_string()))?
+        } else {
+            toml::from_str(text).map_err(|e| VerdictsError::Syntax(e.message().to_owned()))?
+        };
+        let mut entries = std::collections::BTreeMap::new();
+        for (id, raw) in file.verdicts {
+            if !ids.contains(&id.as_str()) {
+                return Err(VerdictsError::UnknownCase(id));
+            }
+            let (verdicts, reason) = match raw {
+                RawVerdict::Bare(v) => (v.into_vec(), None),
+                RawVerdict::Full { verdict, reason } => (verdict.into_vec(), reason),
+            };
+            if verdicts.is_empty() {
+                return Err(VerdictsError::Syntax(format!("{id}: no verdict")));
+            }
+            entries.insert(id, ExpectedVerdict { verdicts, reason });
+        }
+        Ok(Self { entries })
+    }
+
+    /// The row of `id`.
+    pub fn get(&self, id: &str) -> Option<&ExpectedVerdict> {
+        self.entries.get(id)
+    }
+
+    /// The difference for a case that came to `got` with `reason`, if any: a case the table does not list, or a
+    /// verdict it does not accept.
+    pub fn diff(&self, id: &str, got: Verdict, reason: &str) -> Option<VerdictDiff> {
+        let row = self.entries.get(id);
+        if row.is_some_and(|r| r.verdicts.contains(&got)) {
+            return None;
+        }
+        Some(VerdictDiff {
+            case: id.to_owned(),
+            expected: row.map(|r| r.verdicts.clone()),
+            got,
+            reason: reason.to_owned(),
+            expected_reason: row.and_then(|r| r.reason.clone()),
+        })
+    }
+
+    /// Every row.
+    pub fn entries(&self) -> &std::collections::BTreeMap<String, ExpectedVerdict> {
+        &self.entries
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::date;
+
+    #[test]
+    fn verdict_tables_in_toml_and_json() {
+        let toml = r#"
+[verdicts]
+"rfc8628/3.5/slow-down-adds-5s" = "PASS"
+"roger/R-TOK-1/refresh-ahead" = { verdict = ["PASS", "SKIP"], reason = "timing" }
+"#;
+        let t = ExpectedVerdicts::parse(toml, &IDS).expect("toml");
+        assert!(t.diff("rfc8628/3.5/slow-down-adds-5s", Verdict::Pass, "").is_none());
+        let d = t.diff("rfc8628/3.5/slow-down-adds-5s", Verdict::Fail, "too early").expect("a diff");
+        assert_eq!(d.line(), "rfc8628/3.5/slow-down-adds-5s: expected PASS, got FAIL — too early");
+        assert!(t.diff("roger/R-TOK-1/refresh-ahead", Verdict::Skip, "").is_none());
+        let d = t.diff("roger/R-TOK-1/refresh-ahead", Verdict::NonStrict, "late").unwrap();
+        assert!(d.line().contains("expected PASS or SKIP, got NON-STRICT — late (table: timing)"), "{}", d.line());
+        let json = r#"{"verdicts": {"rfc8628/3.5/slow-down-adds-5s": {"verdict": "NON-STRICT"}}}"#;
+        let j = ExpectedVerdicts::parse(json, &IDS).expect("json");
+        assert!(j.diff("rfc8628/3.5/slow-down-adds-5s", Verdict::NonStrict, "").is_none());
+        let missing = j.diff("roger/R-TOK-1/refresh-ahead", Verdict::Pass, "").expect("not in the table");
+        assert!(missing.line().contains("not in the table"));
+        assert!(matches!(
+            ExpectedVerdicts::parse("[verdicts]\n\"no/such/case\" = \"PASS\"\n", &IDS),
+            Err(VerdictsError::UnknownCase(_))
+        ));
+        assert!(ExpectedVerdicts::parse("[verdicts]\n\"roger/R-TOK-1/refresh-ahead\" = \"GREAT\"\n", &IDS).is_err());
+        assert!(ExpectedVerdicts::parse("[verdict]\n", &IDS).is_err(), "unknown table");
+    }
 
     const IDS: [&str; 2] = ["rfc8628/3.5/slow-down-adds-5s", "roger/R-TOK-1/refresh-ahead"];
 

@@ -1,6 +1,6 @@
-//! The judge's readings of what the proxy recorded: device-code polls against the timing model of PROTOCOL.md §12
-//! (RFC 8628 §3.5), the device token's issue and refresh history (R-TOK-1, R-TOK-2), and session codes
-//! (R-QR-3). Pure functions over [`Exchange`]s, so they are tested without a network.
+//! The judge's readings of what the proxy recorded: device-code polls against the timing model of docs/protocol.md
+//! §6 (RFC 8628 §3.5), the device token's issue and refresh history (R-TOK-1, R-TOK-2), and session codes and
+//! their renewal window (R-QR-3). Pure functions over [`Exchange`]s, so they are tested without a network.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -19,9 +19,12 @@ pub enum TooEarly {
     /// Earlier than the interval as grown by `slow_down` (RFC 8628 §3.5: "increased by 5 seconds for this and all
     /// subsequent requests").
     SlowDown,
-    /// Earlier than the doubled wait after a connection failure, a `5xx`, `429` or `408` (PROTOCOL.md §12).
+    /// Earlier than the doubled wait after a connection failure, a `5xx` or an OAuth `server_error` /
+    /// `temporarily_unavailable` (docs/protocol.md §6.3; RFC 8628 §3.5 asks a client to reduce its polling
+    /// frequency after a connection timeout and recommends doubling).
     Backoff,
-    /// Earlier than the answer's `Retry-After` (PROTOCOL.md §12: "wait the longer of the two").
+    /// Earlier than the answer's `Retry-After` (docs/protocol.md §6.3: after `429` or `408` the longer of
+    /// `Retry-After` and the interval; after any other answer the longer of `Retry-After` and the wait it imposes).
     RetryAfter,
     /// Any poll after the code's definite end (a token answer, `access_denied`, `expired_token`, …) was received.
     AfterEnd,
@@ -147,17 +150,35 @@ fn retry_after(e: &Exchange) -> Option<Duration> {
     roger_proto::wire::retry_after(&e.resp_headers)
 }
 
-/// Whether an answer is transient trouble that doubles the wait (PROTOCOL.md §12, docs/protocol.md §5.1).
-fn is_failure(e: &Exchange) -> bool {
+/// How an answer bears on the wait before the next poll (docs/protocol.md §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerClass {
+    /// No answer (connection failure, timeout), a `5xx`, or an OAuth `server_error` / `temporarily_unavailable`:
+    /// the wait doubles with each such answer in a row (RFC 8628 §3.5 for connection timeouts; docs/protocol.md
+    /// §6.3 for the rest).
+    Failure,
+    /// `429` or `408`: the longer of `Retry-After` and the interval, no doubling (RFC 9110 §10.2.3, RFC 6585 §4).
+    Throttled,
+    /// A definite answer: `authorization_pending`, `slow_down`, a token, or an error that ends the polling.
+    Definite,
+}
+
+/// Classifies an answer for the timing model (docs/protocol.md §6.3).
+pub fn answer_class(e: &Exchange) -> AnswerClass {
     match e.status {
-        None => true,
-        Some(s) if s >= 500 || s == 429 || s == 408 => true,
-        Some(_) => matches!(e.oauth_error().as_deref(), Some("server_error" | "temporarily_unavailable")),
+        None => AnswerClass::Failure,
+        Some(s) if s >= 500 => AnswerClass::Failure,
+        Some(429 | 408) => AnswerClass::Throttled,
+        Some(_) if matches!(e.oauth_error().as_deref(), Some("server_error" | "temporarily_unavailable")) => {
+            AnswerClass::Failure
+        }
+        Some(_) => AnswerClass::Definite,
     }
 }
 
-/// Checks every poll of `code` against the timing model of PROTOCOL.md §12 (docs/protocol.md §5.1): the wait after
-/// each answer, and no poll after a definite end.
+/// Checks every poll of `code` against the timing model of docs/protocol.md §6: the wait after each answer, and no
+/// poll after a definite end. A client may always wait longer than the model requires (roger-proto doubles after
+/// `429` too); only earlier polls are reported.
 pub fn poll_violations(code: &PolledCode) -> Vec<PollViolation> {
     let mut out = Vec::new();
     let base = code.interval;
@@ -191,13 +212,31 @@ pub fn poll_violations(code: &PolledCode) -> Vec<PollViolation> {
         prev_at = Some(p.at);
         // What this answer requires of the next poll.
         let ra = retry_after(p);
-        if is_failure(p) {
-            failures += 1;
-            let doubled = timing::backoff_wait(interval, failures);
-            let wait = timing::wait_with_retry_after(doubled, ra);
-            let why = if wait > doubled { TooEarly::RetryAfter } else { TooEarly::Backoff };
-            required = Some((wait, why));
-            continue;
+        match answer_class(p) {
+            AnswerClass::Failure => {
+                failures += 1;
+                let doubled = timing::backoff_wait(interval, failures);
+                let wait = timing::wait_with_retry_after(doubled, ra);
+                let why = if wait > doubled { TooEarly::RetryAfter } else { TooEarly::Backoff };
+                required = Some((wait, why));
+                continue;
+            }
+            AnswerClass::Throttled => {
+                // A throttling answer neither doubles nor counts towards a later doubling (the judge asks the least
+                // the model allows; a client that counts it as a failure only waits longer).
+                failures = 0;
+                let wait = timing::wait_with_retry_after(interval, ra);
+                let why = if wait > interval {
+                    TooEarly::RetryAfter
+                } else if interval > base {
+                    TooEarly::SlowDown
+                } else {
+                    TooEarly::Interval
+                };
+                required = Some((wait, why));
+                continue;
+            }
+            AnswerClass::Definite => {}
         }
         failures = 0;
         match p.oauth_error().as_deref() {
@@ -369,6 +408,20 @@ pub fn session_codes(exchanges: &[Exchange]) -> Vec<SessionCode> {
         .collect()
 }
 
+/// R-QR-3: when, after a session code of `lifetime` was received, the MFP requests the next one: `(earliest,
+/// latest)`, before any tolerance for transit and scheduling. The rule reads "no later than 10 s before the current
+/// one expires (at half the lifetime when it lives less than 20 s)" and "not faster than rotation requires". For
+/// codes of 20 s and more both readings agree on 10 s before expiry; for codes of 10–20 s "10 s before expiry"
+/// comes before "half the lifetime" and both are the rule, so the window spans them; a code under 10 s cannot be
+/// renewed 10 s before its expiry, so half its lifetime is the only reading.
+pub fn qr_renewal_window(lifetime: Duration) -> (Duration, Duration) {
+    let ahead = timing::QR_RENEW_AHEAD;
+    let half = lifetime / 2;
+    let latest = if lifetime >= ahead * 2 { lifetime - ahead } else { half };
+    let earliest = if lifetime >= ahead { lifetime - ahead } else { half };
+    (earliest, latest)
+}
+
 /// The wire form of a user code as shown (`WDJB-MJHT` → `WDJBMJHT`), if it is one.
 pub fn wire_code(shown: &str) -> Option<String> {
     roger_proto::user_code::normalize(shown).ok()
@@ -491,6 +544,59 @@ mod tests {
         let v = poll_violations(&polled_codes(&ex)[0]);
         assert_eq!(kinds(&v), vec![TooEarly::Backoff, TooEarly::AfterEnd]);
         assert!(v[0].sentence().contains("doubled"));
+    }
+
+    /// R-QR-3's window follows the rule at the boundaries of its two readings.
+    #[test]
+    fn qr_renewal_window_boundaries() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // 10 s: "10 s before expiry" is at once, "half the lifetime" at 5 s: both are the rule.
+        assert_eq!(qr_renewal_window(s(10)), (s(0), s(5)));
+        // 19 s: 9 s (10 s before expiry) to 9.5 s (half).
+        assert_eq!(qr_renewal_window(s(19)), (s(9), ms(9500)));
+        // 20 s: both readings meet at 10 s.
+        assert_eq!(qr_renewal_window(s(20)), (s(10), s(10)));
+        // 21 s and 120 s: 10 s before expiry.
+        assert_eq!(qr_renewal_window(s(21)), (s(11), s(11)));
+        assert_eq!(qr_renewal_window(s(120)), (s(110), s(110)));
+        // Under 10 s only half the lifetime is possible.
+        assert_eq!(qr_renewal_window(s(8)), (s(4), s(4)));
+        // Never an empty or inverted window, and never past the expiry.
+        for l in 1..200 {
+            let (a, b) = qr_renewal_window(s(l));
+            assert!(a <= b && b < s(l), "{l}: {a:?}..{b:?}");
+        }
+    }
+
+    /// docs/protocol.md §6.3: `429` and `408` do not double the wait; the longer of `Retry-After` and the
+    /// interval holds. A `5xx` and a lost answer double it.
+    #[test]
+    fn throttling_does_not_double() {
+        let mut c = Clock::new();
+        let mut throttled = c.poll(0, "authorization_pending");
+        throttled.status = Some(429);
+        throttled.resp_body = Bytes::from_static(b"<html>busy</html>");
+        let ex = vec![c.code(2), throttled, c.poll(2000, "authorization_pending")];
+        assert!(poll_violations(&polled_codes(&ex)[0]).is_empty(), "the interval after a 429 is enough");
+        // With Retry-After the longer one holds.
+        let mut c = Clock::new();
+        let mut throttled = c.poll(0, "authorization_pending");
+        throttled.status = Some(429);
+        throttled.resp_body = Bytes::from_static(b"{}");
+        throttled.resp_headers.insert("retry-after", HeaderValue::from_static("4"));
+        let ex = vec![c.code(2), throttled, c.poll(3000, "authorization_pending")];
+        assert_eq!(kinds(&poll_violations(&polled_codes(&ex)[0])), vec![TooEarly::RetryAfter]);
+        // 408 alike; a 503 doubles.
+        let mut c = Clock::new();
+        let mut timeout = c.poll(0, "authorization_pending");
+        timeout.status = Some(408);
+        timeout.resp_body = Bytes::from_static(b"{}");
+        let mut unavailable = c.poll(2000, "authorization_pending");
+        unavailable.status = Some(503);
+        unavailable.resp_body = Bytes::from_static(b"<html>down</html>");
+        let ex = vec![c.code(2), timeout, unavailable, c.poll(4500, "authorization_pending")];
+        assert_eq!(kinds(&poll_violations(&polled_codes(&ex)[0])), vec![TooEarly::Backoff], "2.5 s < 4 s − 0.5 s");
     }
 
     #[test]

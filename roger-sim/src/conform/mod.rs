@@ -1,7 +1,9 @@
-//! `roger-sim conform`: the conformance kit (issue 6). A vendor points it at its MFP client (through a shim,
-//! PROTOCOL.md §13) and gets a verdict per rule, fast, in CI, with no human at the printer.
+//! `roger-sim conform`: the conformance kit. A vendor points it at its MFP client (through a shim,
+//! docs/protocol.md §8) or its server and gets a verdict per rule, fast, in CI, with no human at the printer. A
+//! peer that follows the RFCs never FAILs for a choice Roger made beyond them (see [`case::Basis`]).
 //!
-//! * [`case`]: what a case is (ID, requirement, sources, level, modes, mutants it is aimed at) and the verdicts;
+//! * [`case`]: what a case is (ID, requirement, sources, level, basis, modes, mutants it is aimed at) and the
+//!   verdicts;
 //! * [`cases`]: the catalogue, one file per area;
 //! * [`env`](mod@env): the world of one client-mode case (its own server, the judge's proxy, a fresh shim, the phone);
 //! * [`broker`]: the kit's AMQP broker for the push cases (per-case name prefixes, a cut between MFP and broker);
@@ -12,11 +14,14 @@
 //! * [`shim_driver`]: the §13 line protocol with its time limits;
 //! * [`tls_probe`]: hand-crafted ClientHellos and the server's first answer (R-DISC-2 in server mode);
 //! * [`runner`]: cases in parallel, each with its own seed and time limit;
-//! * [`report`] and [`expected`]: terminal, JSON, JUnit and HTML reports; the expected-failures file;
+//! * [`report`] and [`expected`]: terminal, JSON, JUnit and HTML reports; the expected-failures file and the
+//!   expected-verdicts table;
 //! * [`coverage`]: which rules the catalogue covers (the table in `docs/conformance.md`).
 //!
 //! `roger-sim conform client --shim "roger-sim mfp --shim"` judges our own MFP, `roger-sim conform server
-//! --discovery URL --fixture accounts.toml` a server (ours: `roger-sim server --plain-http`).
+//! --discovery URL --fixture accounts.toml` a Roger server (ours: `roger-sim server --plain-http`), and
+//! `roger-sim conform server --issuer URL --profile oauth --approve-command CMD --fixture accounts.toml` any OAuth
+//! 2.0 server with the device grant.
 
 pub mod broker;
 pub mod case;
@@ -38,9 +43,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use case::{mfp_mutants, server_mutants, Case, Mode};
+use case::{mfp_mutants, server_mutants, Case, Mode, Profile};
 use env::{KitContext, KitTls};
-use expected::ExpectedFailures;
+use expected::{ExpectedFailures, ExpectedVerdicts};
 use report::{shell_quote, Report, RunInfo};
 use runner::{CaseResult, RunOptions};
 
@@ -58,15 +63,17 @@ pub struct ConformArgs {
 /// The side under test.
 #[derive(Debug, clap::Subcommand)]
 pub enum ConformMode {
-    /// Judge an MFP client through its shim (PROTOCOL.md §13): for each case the kit starts its own server, its
+    /// Judge an MFP client through its shim (docs/protocol.md §8): for each case the kit starts its own server, its
     /// phone and a fresh shim process, plays the case and judges from what it saw on the wire, the shim's answers
     /// (labelled self-reported), its stderr and its state_dir. Exit code 1 iff a MUST failed without an
-    /// expected-failures excuse; 2 for bad arguments.
+    /// expected-failures excuse, or a verdict differs from --expected-verdicts; 2 for bad arguments.
     Client(ClientArgs),
-    /// Judge a server (PROTOCOL.md §2–§12) with the kit's MFP and phone moves: device grant and slow_down
-    /// enforcement, code format, one-time codes, rotation, lost-answer grace, reuse detection, revocation,
-    /// error shapes, no-store headers. Cases that need the clock or the store use the server's `/sim/` control API
-    /// and are skipped when it is not offered. Exit codes as for `client`.
+    /// Judge a server with the kit's MFP and phone moves: device grant and slow_down enforcement, code format,
+    /// one-time codes, rotation, lost-answer grace, reuse detection, revocation, error shapes, no-store headers.
+    /// A Roger server (metadata with `roger_api_version`) gets every case; a generic OAuth server (`--profile
+    /// oauth`, detected when the metadata has no `roger_api_version`) the RFC-level ones, the Roger-only ones
+    /// SKIP. Cases that need the clock or the store use the server's `/sim/` control API and are skipped when it is
+    /// not offered. Exit codes as for `client`.
     Server(ServerArgs),
 }
 
@@ -101,6 +108,10 @@ pub struct CommonArgs {
     /// Expected failures (TOML: case, reason, expires); excused failures do not fail the run until they expire.
     #[arg(long, value_name = "FILE")]
     pub expected_failures: Option<PathBuf>,
+    /// The committed verdict of every case (TOML or JSON: case ID → verdict, or {verdict, reason}); the run exits 1
+    /// with a diff (case, expected, got, reason) when any verdict differs, or a case that ran is not listed.
+    #[arg(long, value_name = "FILE")]
+    pub expected_verdicts: Option<PathBuf>,
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -119,6 +130,7 @@ impl CommonArgs {
             junit: None,
             html: None,
             expected_failures: None,
+            expected_verdicts: None,
             quiet: false,
         }
     }
@@ -133,13 +145,29 @@ impl Default for CommonArgs {
 /// Arguments of `roger-sim conform server`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// The server's discovery base URL (regions at `{discovery}/regions`).
-    #[arg(long)]
-    pub discovery: String,
-    /// The accounts the kit may use (TOML: tenant, client_id, an admin, at least two users with PIN; format in
-    /// docs/conformance.md). The last user is locked out by a case.
+    /// The server's Roger discovery base URL (regions at `{discovery}/regions`).
+    #[arg(long, required_unless_present = "issuer", conflicts_with = "issuer")]
+    pub discovery: Option<String>,
+    /// Instead of --discovery: the server's issuer identifier (RFC 8414). The metadata is read from
+    /// `/.well-known/oauth-authorization-server`, or from `{issuer}/.well-known/openid-configuration` when that
+    /// answers 404 (RFC 8414 §5; noted in the report).
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+    /// The accounts the kit may use (TOML; format in docs/conformance.md): for a Roger server the tenant,
+    /// client_id, an admin and at least two users with PIN (the last one is locked out by a case); for a generic
+    /// OAuth server only `client_id` and `scope`.
     #[arg(long, value_name = "FILE")]
     pub fixture: PathBuf,
+    /// Judge the server as a Roger server (`roger`: every case) or a generic OAuth 2.0 server (`oauth`: the
+    /// RFC-level cases; the Roger-only ones SKIP). Default: `roger` when the metadata names `roger_api_version`,
+    /// else `oauth`.
+    #[arg(long, value_enum)]
+    pub profile: Option<Profile>,
+    /// How the kit approves or denies a user code when it cannot do so through the Roger API: run with `sh -c`,
+    /// with `ROGER_USER_CODE` (the code as the server sent it), `ROGER_VERIFICATION_URI` and
+    /// `ROGER_APPROVE=approve|deny` in its environment; exit 0 means the user approved or denied.
+    #[arg(long, value_name = "CMD")]
+    pub approve_command: Option<String>,
     /// An extra CA certificate (PEM) to trust.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
@@ -149,6 +177,22 @@ pub struct ServerArgs {
     /// Cases, jobs, seed, reports.
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+impl ServerArgs {
+    /// A run against the Roger server at `discovery` with the accounts in `fixture`, with the defaults.
+    pub fn new(discovery: impl Into<String>, fixture: impl Into<PathBuf>) -> Self {
+        Self {
+            discovery: Some(discovery.into()),
+            issuer: None,
+            fixture: fixture.into(),
+            profile: None,
+            approve_command: None,
+            ca: None,
+            allow_loopback_http: false,
+            common: CommonArgs::new(),
+        }
+    }
 }
 
 /// Arguments of `roger-sim conform client`.
@@ -223,6 +267,9 @@ pub enum ConformError {
     /// The expected-failures file.
     #[error("{0}")]
     Expected(#[from] expected::ExpectedError),
+    /// The expected-verdicts file.
+    #[error("{0}")]
+    Verdicts(#[from] expected::VerdictsError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -268,15 +315,26 @@ fn write(path: &PathBuf, text: &str) -> Result<(), ConformError> {
     std::fs::write(path, text).map_err(|source| ConformError::Io { path: path.clone(), source })
 }
 
-fn check_common(args: &CommonArgs) -> Result<ExpectedFailures, ConformError> {
+/// The expected failures and the expected verdicts a run was given.
+struct Expectations {
+    failures: ExpectedFailures,
+    verdicts: Option<ExpectedVerdicts>,
+}
+
+fn check_common(args: &CommonArgs) -> Result<Expectations, ConformError> {
     if args.jobs == 0 || args.case_timeout_secs == 0 {
         return Err(ConformError::Usage("--jobs and --case-timeout-secs must be at least 1".into()));
     }
     let ids: Vec<&str> = cases::catalogue().iter().map(|c| c.id).collect();
-    Ok(match &args.expected_failures {
+    let failures = match &args.expected_failures {
         Some(p) => ExpectedFailures::parse(&read(p)?, &ids)?,
         None => ExpectedFailures::default(),
-    })
+    };
+    let verdicts = match &args.expected_verdicts {
+        Some(p) => Some(ExpectedVerdicts::parse(&read(p)?, &ids)?),
+        None => None,
+    };
+    Ok(Expectations { failures, verdicts })
 }
 
 fn progress(quiet: bool) -> runner::Progress {
@@ -297,11 +355,11 @@ fn finish(
     mut info: RunInfo,
     started: Instant,
     results: &[CaseResult],
-    expected: &ExpectedFailures,
+    expected: &Expectations,
 ) -> Result<Report, ConformError> {
     info.duration_ms = started.elapsed().as_millis() as u64;
     let today = time::OffsetDateTime::now_utc().date();
-    let report = Report::build(&info, results, expected, today);
+    let report = Report::build(&info, results, &expected.failures, expected.verdicts.as_ref(), today);
     if let Some(p) = &args.json {
         write(p, &report.to_json())?;
     }
@@ -362,6 +420,8 @@ pub async fn run_client(args: &ClientArgs) -> Result<Report, ConformError> {
     let info = RunInfo {
         mode: Mode::Client,
         target: args.shim.clone(),
+        profile: None,
+        notes: Vec::new(),
         seed,
         started_at: now_rfc3339(),
         duration_ms: 0,
@@ -390,29 +450,103 @@ pub async fn run_client(args: &ClientArgs) -> Result<Report, ConformError> {
     report
 }
 
-/// Runs the server-mode cases `args` selects against the server at `args.discovery` and builds the report.
+/// Reads the metadata once to choose the profile: `roger` when it names `roger_api_version`, else `oauth`. The
+/// profile and the notes for the report (how it was chosen, where the metadata came from).
+async fn detect_profile(ctx: &server_env::ServerContext, seed: u64) -> (Profile, Vec<String>) {
+    let probe = Arc::new(server_env::ServerContext { profile: Profile::Oauth, ..ctx.clone() });
+    match server_env::ServerEnv::create(probe, "profile-detection", seed).await {
+        Ok(env) => {
+            let version = env.metadata.get("roger_api_version").and_then(|v| v.as_str()).map(str::to_owned);
+            let mut notes: Vec<String> = env
+                .into_evidence()
+                .into_iter()
+                .filter(|e| e.source == case::EvidenceSource::Kit)
+                .map(|e| e.text)
+                .collect();
+            match version {
+                Some(v) => {
+                    notes.push(format!(
+                        "the metadata names roger_api_version {v:?}: judged as a Roger server (profile roger)"
+                    ));
+                    (Profile::Roger, notes)
+                }
+                None => {
+                    notes.push(
+                        "the metadata has no roger_api_version: judged as a generic OAuth server (profile oauth; the \
+                         Roger-only cases SKIP; --profile roger judges it as a Roger server)"
+                            .into(),
+                    );
+                    (Profile::Oauth, notes)
+                }
+            }
+        }
+        Err(e) => {
+            let profile = match ctx.entry {
+                server_env::Entry::Discovery(_) => Profile::Roger,
+                server_env::Entry::Issuer(_) => Profile::Oauth,
+            };
+            let why = format!(
+                "the metadata could not be read to choose the profile ({e}): judged as profile {}",
+                profile.as_str()
+            );
+            (profile, vec![why])
+        }
+    }
+}
+
+/// Runs the server-mode cases `args` selects against the server at `args.discovery` (or `args.issuer`) and builds
+/// the report.
 pub async fn run_server(args: &ServerArgs) -> Result<Report, ConformError> {
     let common = &args.common;
     let expected = check_common(common)?;
     let selected = select_cases(Mode::Server, common)?;
-    let accounts = server_env::Accounts::parse(&read(&args.fixture)?).map_err(ConformError::Usage)?;
+    let accounts = server_env::Accounts::parse_lenient(&read(&args.fixture)?).map_err(ConformError::Usage)?;
     let ca_pem = match &args.ca {
         Some(p) => Some(std::fs::read(p).map_err(|source| ConformError::Io { path: p.clone(), source })?),
         None => None,
     };
+    let entry = match (&args.discovery, &args.issuer) {
+        (Some(d), None) => server_env::Entry::Discovery(d.trim_end_matches('/').to_owned()),
+        (None, Some(i)) => server_env::Entry::Issuer(i.clone()),
+        _ => return Err(ConformError::Usage("give exactly one of --discovery and --issuer".into())),
+    };
     crate::server::tls::install_crypto_provider();
-    let ctx = Arc::new(server_env::ServerContext {
-        discovery: args.discovery.trim_end_matches('/').to_owned(),
+    let seed = common.seed.unwrap_or_else(rand::random);
+    let mut ctx = server_env::ServerContext {
+        entry: entry.clone(),
         ca_pem,
         allow_loopback_http: args.allow_loopback_http,
         accounts,
-    });
-    let seed = common.seed.unwrap_or_else(rand::random);
-    let mut prefix = format!(
-        "roger-sim conform server --discovery {} --fixture {}",
-        shell_quote(&args.discovery),
-        shell_quote(&args.fixture.display().to_string())
-    );
+        profile: args.profile.unwrap_or(Profile::Roger),
+        approve_command: args.approve_command.clone(),
+    };
+    // The metadata is read once before the cases: to choose the profile, and for what the report notes about it
+    // (where it was found).
+    let (detected, mut notes) = detect_profile(&ctx, seed).await;
+    ctx.profile = detected;
+    if let Some(p) = args.profile {
+        notes.retain(|n| !n.contains("judged as"));
+        notes.push(format!("judged as profile {} (--profile)", p.as_str()));
+        ctx.profile = p;
+    }
+    ctx.accounts.check(ctx.profile).map_err(ConformError::Usage)?;
+    if ctx.profile == Profile::Oauth && ctx.approve_command.is_none() {
+        notes.push("no --approve-command: the cases that need a user's approval are SKIP".into());
+    }
+    let profile = ctx.profile;
+    let ctx = Arc::new(ctx);
+    let mut prefix = match &entry {
+        server_env::Entry::Discovery(d) => format!("roger-sim conform server --discovery {}", shell_quote(d)),
+        server_env::Entry::Issuer(i) => format!("roger-sim conform server --issuer {}", shell_quote(i)),
+    };
+    prefix.push_str(&format!(
+        " --fixture {} --profile {}",
+        shell_quote(&args.fixture.display().to_string()),
+        profile.as_str()
+    ));
+    if let Some(cmd) = &args.approve_command {
+        prefix.push_str(&format!(" --approve-command {}", shell_quote(cmd)));
+    }
     if let Some(ca) = &args.ca {
         prefix.push_str(&format!(" --ca {}", shell_quote(&ca.display().to_string())));
     }
@@ -421,7 +555,9 @@ pub async fn run_server(args: &ServerArgs) -> Result<Report, ConformError> {
     }
     let info = RunInfo {
         mode: Mode::Server,
-        target: args.discovery.clone(),
+        target: entry.url().to_owned(),
+        profile: Some(profile),
+        notes: notes.clone(),
         seed,
         started_at: now_rfc3339(),
         duration_ms: 0,
@@ -430,7 +566,15 @@ pub async fn run_server(args: &ServerArgs) -> Result<Report, ConformError> {
     };
     let started = Instant::now();
     if !common.quiet {
-        eprintln!("roger-sim conform server: {} cases, {} at a time, seed {seed}", selected.len(), common.jobs);
+        eprintln!(
+            "roger-sim conform server: {} cases, {} at a time, seed {seed}, profile {}",
+            selected.len(),
+            common.jobs,
+            profile.as_str()
+        );
+        for n in &notes {
+            eprintln!("{n}");
+        }
     }
     let opts = RunOptions {
         jobs: common.jobs,

@@ -44,6 +44,9 @@ pub struct Rewrites {
     /// R-DISC-1: add unknown members (an object, an array, a `null`) to every JSON object answer and to the objects
     /// in its top-level arrays.
     pub unknown_members: bool,
+    /// Limits [`Rewrites::unknown_members`] to answers of this API path (`/oauth/token`: RFC 6749 §5.1 alone);
+    /// `None`: every answer.
+    pub unknown_members_path: Option<String>,
     /// R-META-1: the metadata `issuer` becomes this.
     pub issuer: Option<String>,
     /// RFC 6749 §7.1: `token_type` of token answers becomes this.
@@ -138,9 +141,10 @@ impl Exchange {
         self.grant_type().as_deref() == Some(GRANT_DEVICE_CODE)
     }
 
-    /// Whether the MFP got a `2xx` answer.
+    /// Whether a `2xx` answer was delivered that is not an OAuth error: a `200` with `{"error":…}` (GitHub's device
+    /// flow) is that error, as clients read it (docs/protocol.md §7).
     pub fn delivered_ok(&self) -> bool {
-        self.status.is_some_and(|s| (200..300).contains(&s))
+        self.status.is_some_and(|s| (200..300).contains(&s)) && self.oauth_error().is_none()
     }
 
     /// A one-line, redacted description: `POST /oauth/token grant_type=… → 400 slow_down`.
@@ -604,7 +608,7 @@ pub fn apply_rewrites(value: &mut Value, route: &str, path: &str, r: &Rewrites) 
             }
         }
     }
-    if r.unknown_members {
+    if r.unknown_members && r.unknown_members_path.as_deref().is_none_or(|p| route == "api" && p == path) {
         let extra = serde_json::json!({ "note": "an extension member the client must ignore", "list": [1, "two", null], "nested": { "deep": true } });
         for v in obj.values_mut() {
             if let Value::Array(items) = v {
@@ -646,6 +650,7 @@ mod tests {
             token_type: Some("MAC".into()),
             verification_origin: Some("https://phish.example".into()),
             unknown_members: true,
+            unknown_members_path: None,
         };
         let mut meta = serde_json::json!({ "issuer": "https://127.0.0.1:1", "token_endpoint": "x" });
         let applied = apply_rewrites(&mut meta, "api", roger_proto::metadata::WELL_KNOWN_PATH, &r);
@@ -669,5 +674,12 @@ mod tests {
             &Rewrites { issuer: r.issuer.clone(), ..Default::default() },
         );
         assert!(applied.is_empty() && other["issuer"] == "keep");
+        // Limited to token answers: a metadata answer keeps its members.
+        let only =
+            Rewrites { unknown_members: true, unknown_members_path: Some("/oauth/token".into()), ..Default::default() };
+        let mut meta = serde_json::json!({ "issuer": "x" });
+        assert!(apply_rewrites(&mut meta, "api", roger_proto::metadata::WELL_KNOWN_PATH, &only).is_empty());
+        let mut tok = serde_json::json!({ "access_token": "rat_x" });
+        assert_eq!(apply_rewrites(&mut tok, "api", "/oauth/token", &only), vec!["unknown members"]);
     }
 }

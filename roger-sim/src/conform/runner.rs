@@ -165,6 +165,11 @@ pub async fn run_server_case(ctx: Arc<ServerContext>, case: Case, opts: &RunOpti
     let Some(server) = case.server else {
         return done(Finding::Skip("the case has no server mode".into()), Vec::new());
     };
+    if !case.runs_in_profile(ctx.profile) {
+        let why = "not a Roger server: the oauth profile judges only what the RFCs ask of any OAuth server \
+                   (--profile roger judges a Roger server)";
+        return done(Finding::Skip(why.into()), Vec::new());
+    }
     let mut env = match ServerEnv::create(ctx, case.id, seed).await {
         Ok(env) => env,
         Err(e) => {

@@ -1,12 +1,19 @@
-//! The world of one server-mode case: the vendor's server (found through its discovery URL), the accounts the
-//! vendor gave the kit (`--fixture accounts.toml`), and the kit's MFP and phone moves, made with roger-proto's
-//! request builders over TLS-verified HTTP. Every request and answer is recorded as an [`Exchange`] (redacted in
-//! the evidence), every secret the server hands out goes into the case's [`Vault`].
+//! The world of one server-mode case: the vendor's server (found through its discovery URL, or its issuer
+//! identifier), the accounts the vendor gave the kit (`--fixture accounts.toml`), and the kit's MFP and phone
+//! moves, made with roger-proto's request builders over TLS-verified HTTP. Every request and answer is recorded as
+//! an [`Exchange`] (redacted in the evidence), every secret the server hands out goes into the case's [`Vault`].
 //!
 //! Cases that need the clock or the store use the server's `/sim/` control API when it offers one (the simulated
 //! server does, on loopback) and SKIP with that reason when it does not.
 //!
-//! The accounts file:
+//! Against a generic OAuth server ([`Profile::Oauth`]) the kit's moves are plain RFC requests: a device
+//! authorization with the fixture's `client_id` and `scope`, polls and refreshes without device-bound
+//! authentication, revocations by `client_id`; approvals go through `--approve-command` (the kit runs
+//! `sh -c CMD` with `ROGER_USER_CODE`, `ROGER_VERIFICATION_URI` and `ROGER_APPROVE=approve|deny` in its
+//! environment; exit 0 means the user approved or denied). Only `client_id` (and `scope`) of the accounts file are
+//! needed then.
+//!
+//! The accounts file of a Roger server:
 //!
 //! ```toml
 //! tenant = "acme"                  # the tenant name typed in the login form
@@ -38,7 +45,7 @@ use roger_proto::token::TokenRequest;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::case::{CaseError, Evidence, EvidenceSource};
+use super::case::{CaseError, Evidence, EvidenceSource, Profile};
 use super::proxy::Exchange;
 use super::vault::Vault;
 
@@ -59,18 +66,31 @@ pub struct Account {
     pub app_token: Option<String>,
 }
 
-/// The accounts file (see the module documentation).
+/// The accounts file (see the module documentation). For a generic OAuth server only `client_id` and `scope`
+/// are used; the rest is Roger's.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Accounts {
-    /// Tenant name for the login form.
-    pub tenant: String,
-    /// The MFP client id.
+    /// Tenant name for the login form (Roger only).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The client id the kit's device authorization requests carry (an `emb-<vendor>` printer for a Roger
+    /// server; any public client registered for the device grant otherwise).
     #[serde(default = "default_client_id")]
     pub client_id: String,
-    /// A tenant admin.
-    pub admin: Account,
-    /// Users with a PIN (at least two).
+    /// The scope the kit asks for in its device authorization requests to a generic OAuth server (e.g.
+    /// `"roger.device offline_access"`: a scope that brings a refresh token). Roger servers: `roger.device`.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Further form parameters a generic server wants on device authorization requests (a table of strings,
+    /// e.g. `[device_authorization]` with `device_model = "Kit"`); Roger servers get their own.
+    #[serde(default)]
+    pub device_authorization: std::collections::BTreeMap<String, String>,
+    /// A tenant admin (Roger only).
+    #[serde(default)]
+    pub admin: Option<Account>,
+    /// Users with a PIN, at least two (Roger only).
+    #[serde(default)]
     pub users: Vec<Account>,
 }
 
@@ -79,30 +99,60 @@ fn default_client_id() -> String {
 }
 
 impl Accounts {
-    /// Parses and checks the file.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// Parses the file (its format; what a profile needs is [`Accounts::check`]).
+    pub fn parse_lenient(text: &str) -> Result<Self, String> {
         let a: Self = toml::from_str(text).map_err(|e| format!("accounts file: {}", e.message()))?;
-        if !roger_proto::token::client_id::is_emb(&a.client_id) {
-            return Err(format!("accounts file: client_id {:?} must look like emb-<vendor>", a.client_id));
-        }
-        if a.admin.password.is_none() && a.admin.app_token.is_none() {
-            return Err("accounts file: the admin needs a password or an app_token".into());
-        }
-        if a.users.len() < 2 {
-            return Err("accounts file: at least two users are needed (the last one is locked out by a case)".into());
-        }
-        for u in &a.users {
-            if u.pin.is_none() || (u.password.is_none() && u.app_token.is_none()) {
-                return Err(format!("accounts file: user {:?} needs a pin and a password or app_token", u.username));
-            }
+        if a.client_id.trim().is_empty() {
+            return Err("accounts file: client_id is empty".into());
         }
         Ok(a)
+    }
+
+    /// Parses the file and checks it for a Roger server.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let a = Self::parse_lenient(text)?;
+        a.check(Profile::Roger)?;
+        Ok(a)
+    }
+
+    /// Whether the file has what a run against a server of `profile` needs: for a Roger server a tenant, an
+    /// `emb-<vendor>` client id, an admin and at least two users with a PIN; for a generic OAuth server only the
+    /// client id.
+    pub fn check(&self, profile: Profile) -> Result<(), String> {
+        if profile == Profile::Oauth {
+            return Ok(());
+        }
+        let roger = "accounts file (a Roger server; for a generic OAuth server use --profile oauth)";
+        if self.tenant.is_none() {
+            return Err(format!("{roger}: `tenant` is missing"));
+        }
+        if !roger_proto::token::client_id::is_emb(&self.client_id) {
+            return Err(format!("{roger}: client_id {:?} must look like emb-<vendor>", self.client_id));
+        }
+        let Some(admin) = &self.admin else { return Err(format!("{roger}: [admin] is missing")) };
+        if admin.password.is_none() && admin.app_token.is_none() {
+            return Err(format!("{roger}: the admin needs a password or an app_token"));
+        }
+        if self.users.len() < 2 {
+            return Err(format!("{roger}: at least two users are needed (the last one is locked out by a case)"));
+        }
+        for u in &self.users {
+            if u.pin.is_none() || (u.password.is_none() && u.app_token.is_none()) {
+                return Err(format!("{roger}: user {:?} needs a pin and a password or app_token", u.username));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tenant (empty when the file names none).
+    pub fn tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or_default()
     }
 
     /// Every secret in the file (never in reports; looked for in `/sim/store`).
     pub fn secrets(&self) -> Vec<(&str, &'static str)> {
         let mut out = Vec::new();
-        for a in std::iter::once(&self.admin).chain(&self.users) {
+        for a in self.admin.iter().chain(&self.users) {
             if let Some(p) = &a.password {
                 out.push((p.as_str(), "password"));
             }
@@ -117,17 +167,64 @@ impl Accounts {
     }
 }
 
+/// Where the kit finds the server's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A Roger discovery URL (regions at `{discovery}/regions`; the first region's API is the issuer).
+    Discovery(String),
+    /// An issuer identifier (RFC 8414 §3): metadata at `/.well-known/oauth-authorization-server`, or at
+    /// `/.well-known/openid-configuration` when that answers 404 (RFC 8414 §5).
+    Issuer(String),
+}
+
+impl Entry {
+    /// The URL as given.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Discovery(u) | Self::Issuer(u) => u,
+        }
+    }
+}
+
 /// What every server-mode case of a run shares.
 #[derive(Debug, Clone)]
 pub struct ServerContext {
-    /// The discovery base URL.
-    pub discovery: String,
+    /// Where the metadata is found.
+    pub entry: Entry,
     /// An extra CA (PEM) to trust.
     pub ca_pem: Option<Vec<u8>>,
     /// Accept plain HTTP on loopback (R-DISC-2 test setups).
     pub allow_loopback_http: bool,
     /// The accounts.
     pub accounts: Accounts,
+    /// The profile the server is judged by.
+    pub profile: Profile,
+    /// The command that approves or denies a user code for servers whose approval the kit cannot make through the
+    /// Roger API (`--approve-command`).
+    pub approve_command: Option<String>,
+}
+
+/// The metadata document of a server, as the kit found it.
+#[derive(Debug, Clone)]
+pub struct FoundMetadata {
+    /// The issuer identifier the metadata URL was formed from (RFC 8414 §3.3 compares `issuer` with it).
+    pub issuer: String,
+    /// The region's push broker, when found through Roger discovery.
+    pub broker: Option<String>,
+    /// The metadata (as JSON).
+    pub document: Value,
+    /// The exchange that fetched it.
+    pub exchange: Exchange,
+    /// What the kit noted on the way (the `openid-configuration` fallback).
+    pub notes: Vec<String>,
+}
+
+/// The RFC 8414 §3.1 metadata URL of `issuer` for `suffix`: the well-known path goes between the host and the
+/// issuer's path (for an issuer without a path that is `{issuer}/.well-known/{suffix}`).
+pub fn well_known_url(issuer: &str, suffix: &str) -> Result<String, String> {
+    let u = url::Url::parse(issuer).map_err(|e| format!("the issuer {issuer:?} is not a URL: {e}"))?;
+    let path = u.path().trim_end_matches('/');
+    Ok(format!("{}/.well-known/{suffix}{path}", u.origin().ascii_serialization()))
 }
 
 /// Who acts.
@@ -159,7 +256,9 @@ pub struct ServerEnv {
     pub case_id: &'static str,
     /// The case's seed.
     pub seed: u64,
-    /// The validated endpoints (RFC 8414).
+    /// The issuer identifier the metadata URL was formed from.
+    pub issuer: String,
+    /// The validated endpoints (RFC 8414); an endpoint the metadata does not name is empty (generic servers).
     pub endpoints: Endpoints,
     /// The raw metadata document.
     pub metadata: Value,
@@ -183,14 +282,98 @@ fn policy(ctx: &ServerContext) -> TransportPolicy {
     TransportPolicy::loopback_plain_allowed(ctx.allow_loopback_http)
 }
 
+/// Finds and fetches the metadata (recorded in `env`): through Roger discovery, or from the issuer's well-known
+/// URLs.
+async fn find_metadata(env: &mut ServerEnv) -> Result<FoundMetadata, CaseError> {
+    let ctx = env.ctx.clone();
+    let mut notes = Vec::new();
+    match &ctx.entry {
+        Entry::Discovery(discovery) => {
+            roger_proto::discovery::check_transport(discovery, policy(&ctx))
+                .map_err(|e| CaseError::Peer(format!("discovery URL: {e}")))?;
+            let req = roger_proto::discovery::request(discovery).map_err(|e| CaseError::Kit(e.to_string()))?;
+            let regions = env.send(req).await?;
+            let regions: Regions = serde_json::from_slice(&regions.resp_body)
+                .map_err(|e| CaseError::Peer(format!("the discovery document is not a region list: {e}")))?;
+            let region = regions
+                .regions
+                .first()
+                .ok_or_else(|| CaseError::Peer("the discovery document offers no region".into()))?;
+            let api = region.api.trim_end_matches('/').to_owned();
+            let broker = region.amqp.clone().filter(|u| !u.is_empty());
+            let req = roger_proto::metadata::request(&api).map_err(|e| CaseError::Kit(e.to_string()))?;
+            let meta = env.send(req).await?;
+            let document = meta.json().unwrap_or(Value::Null);
+            Ok(FoundMetadata { issuer: api, broker, document, exchange: meta, notes })
+        }
+        Entry::Issuer(issuer) => {
+            roger_proto::discovery::check_transport(issuer, policy(&ctx))
+                .map_err(|e| CaseError::Peer(format!("issuer: {e}")))?;
+            let get = |url: String| {
+                http::Request::get(url)
+                    .header(http::header::ACCEPT, "application/json")
+                    .body(Vec::new())
+                    .map_err(|e| CaseError::Kit(e.to_string()))
+            };
+            let url = well_known_url(issuer, "oauth-authorization-server").map_err(CaseError::Kit)?;
+            let mut meta = env.send(get(url)?).await?;
+            if meta.status == Some(404) {
+                let oidc = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+                notes.push(format!(
+                    "/.well-known/oauth-authorization-server answered 404; the metadata was read from {oidc} \
+                     (RFC 8414 §5 lets OpenID Connect providers publish it there)"
+                ));
+                meta = env.send(get(oidc)?).await?;
+            }
+            if !meta.delivered_ok() {
+                return Err(CaseError::Peer(format!("the metadata request was answered {:?}", meta.status)));
+            }
+            let document = meta.json().unwrap_or(Value::Null);
+            Ok(FoundMetadata { issuer: issuer.clone(), broker: None, document, exchange: meta, notes })
+        }
+    }
+}
+
+/// The endpoints of a generic server's metadata: `issuer` identical to the identifier the URL was formed from
+/// (RFC 8414 §3.3), a `token_endpoint` (REQUIRED, RFC 8414 §2), every URL allowed by the transport policy; an
+/// endpoint the metadata does not name is left empty.
+pub fn generic_endpoints(doc: &Value, issuer: &str, policy: TransportPolicy) -> Result<Endpoints, String> {
+    let found = doc.get("issuer").and_then(Value::as_str);
+    if found != Some(issuer) && found != Some(issuer.trim_end_matches('/')) {
+        return Err(format!("the metadata's issuer is {found:?}, not {issuer:?} (RFC 8414 §3.3)"));
+    }
+    let member = |k: &str| -> Result<String, String> {
+        match doc.get(k).and_then(Value::as_str) {
+            None => Ok(String::new()),
+            Some(u) => roger_proto::discovery::check_transport(u, policy)
+                .map(|_| u.to_owned())
+                .map_err(|e| format!("{k}: {e}")),
+        }
+    };
+    let token = member("token_endpoint")?;
+    if token.is_empty() {
+        return Err("the metadata names no token_endpoint (REQUIRED, RFC 8414 §2)".into());
+    }
+    let api = url::Url::parse(issuer).map(|u| u.origin().ascii_serialization()).map_err(|e| e.to_string())?;
+    Ok(Endpoints {
+        api,
+        authorization: member("authorization_endpoint")?,
+        token,
+        device_authorization: member("device_authorization_endpoint")?,
+        revocation: member("revocation_endpoint")?,
+        push: false,
+    })
+}
+
 impl ServerEnv {
-    /// Discovers the region and reads the metadata (both recorded); a server that fails here fails the case.
+    /// Finds and reads the metadata (recorded); a server that fails here fails the case.
     pub async fn create(ctx: Arc<ServerContext>, case_id: &'static str, seed: u64) -> Result<Self, CaseError> {
         let transport = ReqwestTransport::new(ctx.ca_pem.as_deref()).map_err(|e| CaseError::Kit(e.to_string()))?;
         let mut env = Self {
             ctx: ctx.clone(),
             case_id,
             seed,
+            issuer: String::new(),
             endpoints: Endpoints::conventional("http://invalid"),
             metadata: Value::Null,
             broker: None,
@@ -204,25 +387,43 @@ impl ServerEnv {
         for (s, kind) in ctx.accounts.secrets() {
             env.vault.add(s, kind, true);
         }
-        roger_proto::discovery::check_transport(&ctx.discovery, policy(&ctx))
-            .map_err(|e| CaseError::Peer(format!("discovery URL: {e}")))?;
-        let req = roger_proto::discovery::request(&ctx.discovery).map_err(|e| CaseError::Kit(e.to_string()))?;
-        let regions = env.send(req).await?;
-        let regions: Regions = serde_json::from_slice(&regions.resp_body)
-            .map_err(|e| CaseError::Peer(format!("the discovery document is not a region list: {e}")))?;
-        let region =
-            regions.regions.first().ok_or_else(|| CaseError::Peer("the discovery document offers no region".into()))?;
-        let api = region.api.trim_end_matches('/').to_owned();
-        env.broker = region.amqp.clone().filter(|u| !u.is_empty());
-        let req = roger_proto::metadata::request(&api).map_err(|e| CaseError::Kit(e.to_string()))?;
-        let meta = env.send(req).await?;
-        env.metadata = meta.json().unwrap_or(Value::Null);
-        let parsed: AuthorizationServerMetadata = serde_json::from_slice(&meta.resp_body)
-            .map_err(|e| CaseError::Peer(format!("the metadata is not RFC 8414 JSON: {e}")))?;
-        env.endpoints = parsed
-            .validate(&api, policy(&ctx))
-            .map_err(|e| CaseError::Peer(format!("the metadata was refused: {e}")))?;
+        let found = find_metadata(&mut env).await?;
+        for n in &found.notes {
+            env.note(EvidenceSource::Kit, n);
+        }
+        env.issuer = found.issuer.clone();
+        env.broker = found.broker.clone();
+        env.metadata = found.document.clone();
+        env.endpoints = match ctx.profile {
+            Profile::Roger => {
+                let parsed: AuthorizationServerMetadata = serde_json::from_slice(&found.exchange.resp_body)
+                    .map_err(|e| CaseError::Peer(format!("the metadata is not RFC 8414 JSON: {e}")))?;
+                parsed
+                    .validate(&found.issuer, policy(&ctx))
+                    .map_err(|e| CaseError::Peer(format!("the metadata was refused: {e}")))?
+            }
+            Profile::Oauth => generic_endpoints(&found.document, &found.issuer, policy(&ctx))
+                .map_err(|e| CaseError::Peer(format!("the metadata was refused: {e}")))?,
+        };
         Ok(env)
+    }
+
+    /// The profile the server is judged by.
+    pub fn profile(&self) -> Profile {
+        self.ctx.profile
+    }
+
+    /// Whether the server is judged as a generic OAuth server.
+    pub fn is_oauth(&self) -> bool {
+        self.ctx.profile == Profile::Oauth
+    }
+
+    /// `endpoint`, or [`CaseError::NotOffered`] when the metadata does not name it (`what`).
+    pub fn endpoint(&self, endpoint: &str, what: &str) -> Result<String, CaseError> {
+        if endpoint.is_empty() {
+            return Err(CaseError::NotOffered(format!("a {what} (the metadata names none)")));
+        }
+        Ok(endpoint.to_owned())
     }
 
     /// R-DISC-2 as this run allows it (plain `http` / `amqp` on loopback only with `--allow-loopback-http`).
@@ -245,13 +446,14 @@ impl ServerEnv {
         self.ctx.accounts.client_id.clone()
     }
 
-    /// The account of `who`.
+    /// The account of `who` (a Roger server's accounts file has them all, [`Accounts::check`]).
     pub fn account(&self, who: Actor) -> &Account {
+        static NOBODY: Account = Account { username: String::new(), password: None, pin: None, app_token: None };
         let a = &self.ctx.accounts;
         match who {
-            Actor::Admin => &a.admin,
-            Actor::User => &a.users[0],
-            Actor::Sacrificial => &a.users[a.users.len() - 1],
+            Actor::Admin => a.admin.as_ref().unwrap_or(&NOBODY),
+            Actor::User => a.users.first().unwrap_or(&NOBODY),
+            Actor::Sacrificial => a.users.last().unwrap_or(&NOBODY),
         }
     }
 
@@ -354,7 +556,7 @@ impl ServerEnv {
             .ok_or_else(|| CaseError::Peer("the login form set no cookie".into()))?;
         let body = LoginForm {
             request,
-            tenant: self.ctx.accounts.tenant.clone(),
+            tenant: self.ctx.accounts.tenant().to_owned(),
             username: username.to_owned(),
             password: Password::new(password),
             csrf: CsrfToken::new(csrf),
@@ -389,12 +591,30 @@ impl ServerEnv {
             .ok_or_else(|| CaseError::Peer("the code redemption gave no access token".into()))
     }
 
-    /// `POST /oauth/device_authorization` for a registration (PROTOCOL.md §5.1): the exchange.
+    /// `POST /oauth/device_authorization` for a registration (docs/protocol.md §3.7; a generic server gets the
+    /// fixture's `client_id` and `scope` only, RFC 8628 §3.1): the exchange.
     pub async fn registration_code(&mut self) -> Result<Exchange, CaseError> {
-        let serial = format!("CONFORM-{:08X}", (self.seed as u32) ^ (self.exchanges.len() as u32));
-        let req = DeviceAuthorizationRequest::registration(&self.client_id(), "Conformance Kit", &serial)
-            .to_http(&self.endpoints.device_authorization, None)
-            .map_err(|e| CaseError::Kit(e.to_string()))?;
+        let endpoint = self.endpoint(&self.endpoints.device_authorization, "device authorization endpoint")?;
+        let req = if self.is_oauth() {
+            let accounts = &self.ctx.accounts;
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("client_id", &accounts.client_id);
+            if let Some(scope) = accounts.scope.as_deref().filter(|s| !s.is_empty()) {
+                form.append_pair("scope", scope);
+            }
+            for (k, v) in &accounts.device_authorization {
+                form.append_pair(k, v);
+            }
+            http::Request::post(&endpoint)
+                .header(http::header::CONTENT_TYPE, roger_proto::wire::FORM)
+                .header(http::header::ACCEPT, "application/json")
+                .body(form.finish().into_bytes())
+        } else {
+            let serial = format!("CONFORM-{:08X}", (self.seed as u32) ^ (self.exchanges.len() as u32));
+            DeviceAuthorizationRequest::registration(&self.client_id(), "Conformance Kit", &serial)
+                .to_http(&endpoint, None)
+        }
+        .map_err(|e| CaseError::Kit(e.to_string()))?;
         self.send(req).await
     }
 
@@ -406,10 +626,22 @@ impl ServerEnv {
         self.send(req).await
     }
 
-    /// Approves (or denies) a user code as `who` after looking it up (R-QR-2); the decision's exchange.
+    /// Approves (or denies) a user code as `who`: with `--approve-command` through that command, otherwise on the
+    /// Roger API after looking it up (R-QR-2). The decision's exchange (for the command a record of its run:
+    /// status 200 for exit 0).
     pub async fn decide(&mut self, user_code: &str, who: Actor, approve: bool) -> Result<Exchange, CaseError> {
+        if let Some(cmd) = self.ctx.approve_command.clone() {
+            return self.decide_by_command(&cmd, user_code, approve).await;
+        }
+        if self.is_oauth() {
+            return Err(CaseError::NotOffered(
+                "a way to approve codes: a generic OAuth server needs --approve-command".into(),
+            ));
+        }
         let token = AccessToken::new(self.app_token(who).await?);
-        let code = UserCode::new(user_code);
+        // As a person types it into the app: RFC 8628 §6.1 compares codes case-insensitively and without
+        // punctuation, so a code shown as `wdjb mjht` is entered as WDJBMJHT.
+        let code = UserCode::new(roger_proto::user_code::normalize(user_code).unwrap_or_else(|_| user_code.to_owned()));
         let api = self.endpoints.api.clone();
         let lookup = roger_proto::api::lookup_code(&api, &token, &code).map_err(|e| CaseError::Kit(e.to_string()))?;
         self.send(lookup).await?;
@@ -420,6 +652,70 @@ impl ServerEnv {
         }
         .map_err(|e| CaseError::Kit(e.to_string()))?;
         self.send(req).await
+    }
+
+    /// Runs the approve command for `user_code` (`ROGER_USER_CODE` as the server sent it, `ROGER_VERIFICATION_URI`
+    /// the last `verification_uri` the server sent, `ROGER_APPROVE=approve|deny`); exit 0 is the user's decision
+    /// made. Recorded as an exchange `EXEC approve-command` with status 200 (exit 0) or none.
+    async fn decide_by_command(&mut self, cmd: &str, user_code: &str, approve: bool) -> Result<Exchange, CaseError> {
+        let uri = self
+            .exchanges
+            .iter()
+            .rev()
+            .filter_map(|e| e.json())
+            .find_map(|v| {
+                v.get("verification_uri")
+                    .or_else(|| v.get("verification_url"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        let at = Instant::now();
+        let verb = if approve { "approve" } else { "deny" };
+        let mut child = tokio::process::Command::new("sh");
+        child
+            .arg("-c")
+            .arg(cmd)
+            .env("ROGER_USER_CODE", user_code)
+            .env("ROGER_VERIFICATION_URI", &uri)
+            .env("ROGER_APPROVE", verb)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(60), child.output())
+            .await
+            .map_err(|_| CaseError::Kit("--approve-command did not finish within 60 s".into()))?
+            .map_err(|e| CaseError::Kit(format!("--approve-command could not run: {e}")))?;
+        let code = out.status.code();
+        let tail = |b: &[u8]| {
+            let t = String::from_utf8_lossy(b);
+            let t = t.trim();
+            t.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect::<String>()
+        };
+        let mut text = format!("--approve-command ({verb}) exited {code:?}");
+        let err = tail(&out.stderr);
+        if !err.is_empty() && code != Some(0) {
+            text.push_str(&format!("; stderr: {err}"));
+        }
+        self.note(EvidenceSource::Kit, text);
+        let e = Exchange {
+            seq: self.exchanges.len() as u64,
+            route: "kit",
+            at,
+            done: Instant::now(),
+            method: "EXEC".into(),
+            path: "approve-command".into(),
+            query: None,
+            headers: http::HeaderMap::new(),
+            body: Default::default(),
+            status: (code == Some(0)).then_some(200),
+            resp_headers: http::HeaderMap::new(),
+            resp_body: tail(&out.stdout).into_bytes().into(),
+            rewritten: Vec::new(),
+        };
+        self.exchanges.push(e.clone());
+        Ok(e)
     }
 
     /// A refresh (RFC 6749 §6).
@@ -458,11 +754,12 @@ impl ServerEnv {
         for _ in 0..6 {
             tokio::time::sleep(interval + Duration::from_millis(100)).await;
             let p = self.poll(&device_code, None).await?;
+            // (An OAuth error sent with 200 is not delivered_ok: it is that error, docs/protocol.md §7.)
             if p.delivered_ok() {
                 let v = p.json().unwrap_or(Value::Null);
                 let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
                 let d = Device { device_id: s("device_id"), access: s("access_token"), refresh: s("refresh_token") };
-                if d.access.is_empty() || d.refresh.is_empty() {
+                if d.access.is_empty() || (d.refresh.is_empty() && !self.is_oauth()) {
                     return Err(CaseError::Peer("the registration's token answer lacks a token".into()));
                 }
                 return Ok(d);
@@ -474,9 +771,20 @@ impl ServerEnv {
         Err(CaseError::Peer("the approved registration code never redeemed".into()))
     }
 
-    /// The discovery URL the run was given.
+    /// `device`'s refresh token, or [`CaseError::NotOffered`] when the server gave none (RFC 6749 §5.1 makes it
+    /// OPTIONAL; a generic server may need a scope such as `offline_access` in the accounts file).
+    pub fn refresh_of(&self, device: &Device) -> Result<String, CaseError> {
+        if device.refresh.is_empty() {
+            return Err(CaseError::NotOffered(
+                "a refresh token with the device grant (ask for a scope that brings one, e.g. offline_access)".into(),
+            ));
+        }
+        Ok(device.refresh.clone())
+    }
+
+    /// The discovery base URL or issuer the run was given.
     pub fn discovery_url(&self) -> &str {
-        &self.ctx.discovery
+        self.ctx.entry.url()
     }
 
     /// `POST /oauth/device_authorization` for a session QR code (PROTOCOL.md §8 step 1: scope `roger.release`,
@@ -567,8 +875,8 @@ impl ServerEnv {
             roger_proto::revocation::RevocationRequest::access(&AccessToken::new(token), &client)
         };
         let bearer = bearer.map(AccessToken::new);
-        let req =
-            req.to_http(&self.endpoints.revocation, bearer.as_ref()).map_err(|e| CaseError::Kit(e.to_string()))?;
+        let endpoint = self.endpoint(&self.endpoints.revocation, "revocation endpoint")?;
+        let req = req.to_http(&endpoint, bearer.as_ref()).map_err(|e| CaseError::Kit(e.to_string()))?;
         self.send(req).await
     }
 
@@ -629,7 +937,7 @@ mod tests {
     fn the_committed_accounts_file_parses() {
         let text = include_str!("../../fixtures/conform-accounts.toml");
         let a = Accounts::parse(text).expect("accounts");
-        assert_eq!(a.tenant, "acme");
+        assert_eq!(a.tenant(), "acme");
         assert_eq!(a.users.len(), 2);
         assert!(a.secrets().iter().any(|(s, k)| *s == "5678" && *k == "PIN"));
     }
@@ -646,5 +954,37 @@ mod tests {
         assert!(Accounts::parse(&typo).is_err(), "unknown members are refused");
         let ok = format!("{one_user}[[users]]\nusername = \"v\"\napp_token = \"rat_x\"\npin = \"2\"\n");
         assert!(Accounts::parse(&ok).is_ok());
+    }
+
+    /// A generic OAuth server needs only the client id (and a scope); the Roger parts are optional then.
+    #[test]
+    fn oauth_accounts_need_only_a_client() {
+        let a = Accounts::parse_lenient("client_id = \"printer\"\nscope = \"roger.device offline_access\"\n")
+            .expect("parses");
+        assert!(a.check(Profile::Oauth).is_ok());
+        assert!(a.check(Profile::Roger).unwrap_err().contains("--profile oauth"));
+        assert_eq!(a.scope.as_deref(), Some("roger.device offline_access"));
+        assert!(Accounts::parse_lenient("client_id = \"\"\n").is_err());
+    }
+
+    /// RFC 8414 §3.1: the well-known path goes between host and path; RFC 8414 §3.3: the issuer must be identical.
+    #[test]
+    fn generic_metadata() {
+        assert_eq!(
+            well_known_url("https://as.example", "oauth-authorization-server").unwrap(),
+            "https://as.example/.well-known/oauth-authorization-server"
+        );
+        assert_eq!(
+            well_known_url("https://as.example/realms/x/", "oauth-authorization-server").unwrap(),
+            "https://as.example/.well-known/oauth-authorization-server/realms/x"
+        );
+        let doc = serde_json::json!({"issuer": "https://as.example", "token_endpoint": "https://as.example/token",
+                                      "device_authorization_endpoint": "https://as.example/device/auth"});
+        let e = generic_endpoints(&doc, "https://as.example", TransportPolicy::TlsOnly).expect("endpoints");
+        assert_eq!(e.device_authorization, "https://as.example/device/auth");
+        assert!(e.revocation.is_empty(), "not named: empty");
+        assert!(generic_endpoints(&doc, "https://other.example", TransportPolicy::TlsOnly).is_err());
+        let no_token = serde_json::json!({"issuer": "https://as.example"});
+        assert!(generic_endpoints(&no_token, "https://as.example", TransportPolicy::TlsOnly).is_err());
     }
 }

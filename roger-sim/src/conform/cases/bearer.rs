@@ -14,9 +14,27 @@ pub(super) fn cases() -> Vec<Case> {
                 "Every API request carries its token in `Authorization: Bearer`, and no request URL carries a \
                           token, code or other credential.",
             sources: &["RFC 6750 §2.1", "RFC 6750 §2.3", "R-SEC-1", "PROTOCOL §10"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Rfc,
+            rationale:
+                "RFC 6750 §2: clients SHOULD use the Authorization header; §2.3 and §5.3: tokens SHOULD NOT go in \
+                        URLs. docs/protocol.md §1.4 makes it a MUST, stricter than the RFC.",
             aimed_at: &["token-in-query"],
             client: client!(defaults, header_not_query),
+            server: None,
+        },
+        Case {
+            id: "rfc6750/2/one-method-per-request",
+            area: Area::Bearer,
+            requirement: "No request carries its bearer token by more than one method (the `Authorization` header, a \
+                          form body `access_token`, a URL query): on the job list, releases, scans and logout alike.",
+            sources: &["RFC 6750 §2.1", "RFC 6750 §2.3", "PROTOCOL §10"],
+            level: Level::Must,
+            basis: Basis::Rfc,
+            rationale: "RFC 6750 §2: \"Clients MUST NOT use more than one method to transmit the token in each \
+                        request.\"",
+            aimed_at: &["token-in-query"],
+            client: client!(defaults, one_method),
             server: None,
         },
         Case {
@@ -25,7 +43,10 @@ pub(super) fn cases() -> Vec<Case> {
             requirement: "Session-code requests, session-code polls, password grants and revocations carry the MFP's \
                           current device token as `Authorization: Bearer` and the `client_id` it registered with.",
             sources: &["PROTOCOL §7", "RFC 6749 §2.3"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "Device-bound client authentication (roger_device_bearer) is Roger's own method under RFC 6749 \
+                        §2.3, which leaves methods for public clients open.",
             aimed_at: &[],
             client: client!(defaults, device_bound),
             server: None,
@@ -33,7 +54,7 @@ pub(super) fn cases() -> Vec<Case> {
     ]
 }
 
-/// A session with API use: PIN login, the job list, a release, logout.
+/// A session with API use: PIN login, the job list, a release, a scan (when supported), logout.
 async fn api_session(env: &mut ClientEnv) -> Result<(), CaseError> {
     env.connect().await?;
     if !env.pin(Who::Alice).await? {
@@ -44,8 +65,55 @@ async fn api_session(env: &mut ClientEnv) -> Result<(), CaseError> {
         let id = id.clone();
         env.release(&id).await?;
     }
+    match env.scan("pdf-300").await {
+        Ok(_) | Err(CaseError::Unsupported(_)) => {}
+        Err(e) => return Err(e),
+    }
     env.logout().await?;
     Ok(())
+}
+
+/// The methods by which a request carries a bearer token the kit handed out (RFC 6750 §2.1–2.3).
+fn token_methods(e: &Exchange, vault: &super::super::vault::Vault) -> Vec<&'static str> {
+    let mut m = Vec::new();
+    if e.bearer().is_some() {
+        m.push("the Authorization header");
+    }
+    if e.path != "/oauth/token" && e.path != "/oauth/revoke" && e.form_get("access_token").is_some() {
+        m.push("a form body access_token");
+    }
+    if let Some(q) = &e.query {
+        let named = form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token");
+        let token = vault.credentials_in(q.as_bytes()).iter().any(|s| s.kind == "access token");
+        if named || token {
+            m.push("the URL query");
+        }
+    }
+    m
+}
+
+async fn one_method(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    api_session(env).await?;
+    let ex = env.exchanges();
+    let vault = env.vault();
+    let api: Vec<&Exchange> = ex.iter().filter(|e| e.route == "api" && e.path.starts_with("/api/")).collect();
+    env.note_exchanges(api.iter().copied(), 10);
+    if api.is_empty() {
+        return Ok(Finding::Broken("the MFP made no API request".into()));
+    }
+    for e in &ex {
+        let m = token_methods(e, &vault);
+        if m.len() > 1 {
+            return Ok(Finding::Broken(format!(
+                "exchange #{}: {} {} carries its token in {}",
+                e.seq,
+                e.method,
+                e.path,
+                m.join(" and ")
+            )));
+        }
+    }
+    Ok(Finding::Holds)
 }
 
 async fn header_not_query(env: &mut ClientEnv) -> Result<Finding, CaseError> {
@@ -134,6 +202,10 @@ pub(super) fn server_cases() -> Vec<Case> {
                           `error=\"insufficient_scope\"`.",
             sources: &["RFC 6750 §3.1", "PROTOCOL §10"],
             level: Level::Must,
+            basis: Basis::Rfc,
+            rationale: "RFC 6750 §3: a refused request \"MUST include the HTTP WWW-Authenticate response header\" \
+                        (scheme Bearer); the error codes and statuses of §3.1 are SHOULDs and the realm is Roger's, \
+                        so those are INFO.",
             aimed_at: &[],
             client: None,
             server: server!(false, server_bearer_errors),
@@ -144,7 +216,10 @@ pub(super) fn server_cases() -> Vec<Case> {
             requirement: "A session-code request without device-bound authentication, or with a token that is not a \
                           device token, gets 401 `invalid_client` with a Bearer `WWW-Authenticate` challenge.",
             sources: &["PROTOCOL §7", "RFC 6749 §2.3"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "Device-bound client authentication and its 401 invalid_client are Roger's profile of RFC 6749 \
+                        §2.3 and §5.2.",
             aimed_at: &[],
             client: None,
             server: server!(false, server_device_bound_errors),
@@ -160,29 +235,62 @@ async fn get_device_with(env: &mut ServerEnv, auth: Option<&str>) -> Result<Exch
     env.send(b.body(Vec::new()).map_err(|e| CaseError::Kit(e.to_string()))?).await
 }
 
+/// One refused API request as the bearer-error judgement reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Refusal {
+    what: &'static str,
+    status: Option<u16>,
+    challenge: Option<String>,
+}
+
+/// Judges three refused requests (no token, a bad token, a token without the scope): `Err` when one was not
+/// refused or lacks a Bearer challenge (RFC 6750 §3 MUST); `Ok` with the SHOULD and Roger details that differ.
+fn judge_bearer_errors(r: &[Refusal; 3]) -> Result<Vec<String>, String> {
+    let mut details = Vec::new();
+    let wanted = [(401, None), (401, Some("invalid_token")), (403, Some("insufficient_scope"))];
+    for (x, (status, error)) in r.iter().zip(wanted) {
+        let challenge = x.challenge.clone().unwrap_or_default();
+        if x.status.is_none_or(|s| (200..300).contains(&s)) {
+            return Err(format!("{}: answered {:?}, not refused", x.what, x.status));
+        }
+        if !challenge.to_ascii_lowercase().starts_with("bearer") {
+            return Err(format!("{}: answered {:?} without a Bearer WWW-Authenticate challenge", x.what, x.status));
+        }
+        if x.status != Some(status) {
+            details.push(format!("{}: status {:?}, not {status}", x.what, x.status));
+        }
+        if let Some(e) = error {
+            if !challenge.contains(&format!("error=\"{e}\"")) {
+                details.push(format!("{}: the challenge names no error=\"{e}\"", x.what));
+            }
+        }
+        if !challenge.contains("realm=\"roger\"") {
+            details.push(format!("{}: the challenge names no realm=\"roger\"", x.what));
+        }
+    }
+    Ok(details)
+}
+
 async fn server_bearer_errors(env: &mut ServerEnv) -> Result<Finding, CaseError> {
+    let refusal =
+        |what: &'static str, e: &Exchange| Refusal { what, status: e.status, challenge: super::www_authenticate(e) };
     let none = get_device_with(env, None).await?;
-    let challenge = super::www_authenticate(&none).unwrap_or_default();
-    if none.status != Some(401) || !challenge.starts_with("Bearer") || !challenge.contains("realm=\"roger\"") {
-        return Ok(Finding::Broken(format!(
-            "no token: answered {:?} with WWW-Authenticate {challenge:?}",
-            none.status
-        )));
-    }
     let bad = get_device_with(env, Some("Bearer rat_conform_not_a_token")).await?;
-    let challenge = super::www_authenticate(&bad).unwrap_or_default();
-    if bad.status != Some(401) || !challenge.contains("error=\"invalid_token\"") {
-        return Ok(Finding::Broken(format!(
-            "a bad token: answered {:?} with WWW-Authenticate {challenge:?}",
-            bad.status
-        )));
-    }
     let app = env.app_token(Actor::User).await?;
     let scope = get_device_with(env, Some(&format!("Bearer {app}"))).await?;
-    let challenge = super::www_authenticate(&scope).unwrap_or_default();
-    Ok(Finding::check(scope.status == Some(403) && challenge.contains("insufficient_scope"), || {
-        format!("an app token on a device endpoint: answered {:?} with WWW-Authenticate {challenge:?}", scope.status)
-    }))
+    let seen = [
+        refusal("no token", &none),
+        refusal("a bad token", &bad),
+        refusal("an app token on a device endpoint", &scope),
+    ];
+    Ok(match judge_bearer_errors(&seen) {
+        Err(why) => Finding::Broken(why),
+        Ok(details) if details.is_empty() => Finding::Holds,
+        Ok(details) => Finding::Info(format!(
+            "every refusal carries a Bearer challenge (RFC 6750 §3); beyond it: {}",
+            details.join("; ")
+        )),
+    })
 }
 
 async fn session_code(env: &mut ServerEnv, bearer: Option<&str>) -> Result<Exchange, CaseError> {
@@ -216,4 +324,30 @@ async fn server_device_bound_errors(env: &mut ServerEnv) -> Result<Finding, Case
         }
     }
     Ok(Finding::Holds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(what: &'static str, status: u16, challenge: &str) -> Refusal {
+        Refusal { what, status: Some(status), challenge: Some(challenge.to_owned()).filter(|c| !c.is_empty()) }
+    }
+
+    /// RFC 6750 §3 in server mode: a missing challenge fails; SHOULD details are INFO.
+    #[test]
+    fn bearer_error_judgement() {
+        let roger = [
+            refusal("a", 401, "Bearer realm=\"roger\""),
+            refusal("b", 401, "Bearer realm=\"roger\", error=\"invalid_token\""),
+            refusal("c", 403, "Bearer realm=\"roger\", error=\"insufficient_scope\", scope=\"roger.device\""),
+        ];
+        assert_eq!(judge_bearer_errors(&roger), Ok(vec![]));
+        let plain = [refusal("a", 401, "Bearer"), refusal("b", 401, "Bearer"), refusal("c", 401, "Bearer")];
+        assert_eq!(judge_bearer_errors(&plain).unwrap().len(), 6);
+        let bare = [refusal("a", 401, ""), refusal("b", 401, "Bearer"), refusal("c", 403, "Bearer")];
+        assert!(judge_bearer_errors(&bare).unwrap_err().contains("without a Bearer"));
+        let open = [refusal("a", 200, ""), refusal("b", 401, "Bearer"), refusal("c", 403, "Bearer")];
+        assert!(judge_bearer_errors(&open).unwrap_err().contains("not refused"));
+    }
 }

@@ -16,7 +16,11 @@ pub(super) fn cases() -> Vec<Case> {
                 "A released drive job is fetched from the drive's pre-authorised URL, never through the API, and \
                           its result is reported to the server.",
             sources: &["R-DATA-1", "PROTOCOL §9"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale:
+                "Documents between drive and MFP only, and the jobs API, are Roger's (R-DATA-1, docs/protocol.md \
+                        §3.13); no RFC speaks of them.",
             aimed_at: &[],
             client: client!(defaults, release_from_drive),
             server: None,
@@ -28,7 +32,11 @@ pub(super) fn cases() -> Vec<Case> {
                 "A scan is uploaded to the drive's upload URL, never to the API, and its completion is reported \
                           to the server.",
             sources: &["R-DATA-1", "PROTOCOL §9"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale:
+                "Documents between drive and MFP only, and the jobs API, are Roger's (R-DATA-1, docs/protocol.md \
+                        §3.13); no RFC speaks of them.",
             aimed_at: &[],
             client: client!(defaults, scan_to_drive),
             server: None,
@@ -41,6 +49,11 @@ pub(super) fn cases() -> Vec<Case> {
                           PIN or password, whatever happened.",
             sources: &["R-SEC-1", "R-PWD-1"],
             level: Level::Must,
+            basis: Basis::Rfc,
+            rationale:
+                "RFC 6749 §10.3 and §10.4: access and refresh tokens \"MUST be kept confidential in transit and \
+                        storage\", and §4.3.1: the PIN MUST be discarded; a log is storage whoever reads logs shares. \
+                        Device codes, tickets and broker passwords in the log are R-SEC-1's (INFO).",
             aimed_at: &["log-tokens"],
             client: client!(six_second_tokens, log_clean),
             server: None,
@@ -151,11 +164,23 @@ async fn log_clean(env: &mut ClientEnv) -> Result<Finding, CaseError> {
     if found.is_empty() {
         return Ok(Finding::Holds);
     }
-    let mut kinds: Vec<&str> = found.iter().map(|s| s.kind).collect();
-    kinds.sort_unstable();
-    kinds.dedup();
-    let labels: Vec<String> = found.iter().take(4).map(|s| s.label()).collect();
-    Ok(Finding::Broken(format!("the shim's stderr holds {} ({})", kinds.join(", "), labels.join(", "))))
+    // RFC 6749 §10.3, §10.4 and §4.3.1 speak of tokens and the user's credentials; the rest is R-SEC-1's.
+    let rfc = |kind: &str| matches!(kind, "access token" | "refresh token" | "PIN" | "password");
+    let describe = |list: Vec<&&super::super::vault::Secret>| {
+        let mut kinds: Vec<&str> = list.iter().map(|s| s.kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let labels: Vec<String> = list.iter().take(4).map(|s| s.label()).collect();
+        format!("{} ({})", kinds.join(", "), labels.join(", "))
+    };
+    let (tokens, others): (Vec<_>, Vec<_>) = found.iter().partition(|s| rfc(s.kind));
+    if !tokens.is_empty() {
+        return Ok(Finding::Broken(format!("the shim's stderr holds {}", describe(tokens))));
+    }
+    Ok(Finding::Info(format!(
+        "no token, PIN or password in the log, but {} (R-SEC-1, a Roger choice)",
+        describe(others)
+    )))
 }
 
 pub(super) fn server_cases() -> Vec<Case> {
@@ -168,9 +193,13 @@ pub(super) fn server_cases() -> Vec<Case> {
                           `Pragma: no-cache`.",
             sources: &["R-SEC-1", "RFC 6749 §5.1"],
             level: Level::Must,
+            basis: Basis::Rfc,
+            rationale: "RFC 6749 §5.1: the server \"MUST include the HTTP Cache-Control response header field with a \
+                        value of no-store in any response containing tokens, credentials, or other sensitive \
+                        information\". Its Pragma: no-cache is INFO when missing (RFC 9111 §5.4 deprecates Pragma).",
             aimed_at: &["no-no-store"],
             client: None,
-            server: server!(false, server_no_store),
+            server: server!(false, server_no_store, oauth),
         },
         Case {
             id: "roger/R-TOK-3/server-stores-only-hashes",
@@ -178,7 +207,10 @@ pub(super) fn server_cases() -> Vec<Case> {
             requirement: "The server's store holds no plaintext token, device code, password or PIN: secrets only as \
                           hashes.",
             sources: &["R-TOK-3", "R-PWD-2", "R-DATA-2"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "Storing secrets only as hashes is R-TOK-3's, R-PWD-2's and R-DATA-2's; the RFCs ask for \
+                        confidentiality, not for a storage form.",
             aimed_at: &["plaintext-secret"],
             client: None,
             server: server!(false, server_hashes),
@@ -191,7 +223,9 @@ pub(super) fn server_cases() -> Vec<Case> {
                           (the same kind of hand-over for the same job), and the job is released once: no longer \
                           queued, listed once among the released jobs.",
             sources: &["PROTOCOL §9"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "The jobs API is Roger's (docs/protocol.md §3.13); no RFC speaks of it.",
             aimed_at: &[],
             client: None,
             server: server!(false, server_release_idempotent),
@@ -201,7 +235,9 @@ pub(super) fn server_cases() -> Vec<Case> {
             area: Area::Data,
             requirement: "Releasing another user's job at the printer is answered 404.",
             sources: &["PROTOCOL §9", "PROTOCOL §10"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "The jobs API is Roger's (docs/protocol.md §3.13); no RFC speaks of it.",
             aimed_at: &[],
             client: None,
             server: server!(false, server_release_foreign),
@@ -213,7 +249,9 @@ pub(super) fn server_cases() -> Vec<Case> {
                 "Reporting a released job `printed` twice is accepted both times, and releasing the printed job \
                           again is answered 409.",
             sources: &["PROTOCOL §9"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "The jobs API is Roger's (docs/protocol.md §3.13); no RFC speaks of it.",
             aimed_at: &[],
             client: None,
             server: server!(false, server_result_idempotent),
@@ -226,7 +264,9 @@ pub(super) fn server_cases() -> Vec<Case> {
                           printer's redemption is refused, and so is a second redemption after the 30 s lost-answer \
                           grace.",
             sources: &["PROTOCOL §9"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "The jobs API is Roger's (docs/protocol.md §3.13); no RFC speaks of it.",
             aimed_at: &[],
             client: None,
             server: server!(false, server_ticket_once),
@@ -452,17 +492,26 @@ async fn server_ticket_once(env: &mut ServerEnv) -> Result<Finding, CaseError> {
 
 async fn server_no_store(env: &mut ServerEnv) -> Result<Finding, CaseError> {
     let d = env.register().await?;
-    env.refresh(&d.refresh).await?;
+    if !d.refresh.is_empty() {
+        env.refresh(&d.refresh).await?;
+    }
     let credential = |e: &&Exchange| {
         e.delivered_ok() && e.json().is_some_and(|v| v.get("access_token").is_some() || v.get("device_code").is_some())
     };
     let carrying: Vec<Exchange> = env.exchanges().iter().filter(credential).cloned().collect();
-    if carrying.len() < 3 {
-        return Ok(Finding::Broken(format!("only {} credential answers were seen", carrying.len())));
+    if carrying.len() < 2 {
+        return Err(CaseError::Kit(format!("only {} credential answers were seen", carrying.len())));
     }
-    Ok(match carrying.iter().find(|e| !super::no_store(e)) {
-        Some(e) => Finding::Broken(format!(
-            "exchange #{}: {} {} carries a credential without Cache-Control: no-store and Pragma: no-cache",
+    if let Some(e) = carrying.iter().find(|e| !super::has_directive(e, "cache-control", "no-store")) {
+        return Ok(Finding::Broken(format!(
+            "exchange #{}: {} {} carries a credential without Cache-Control: no-store",
+            e.seq, e.method, e.path
+        )));
+    }
+    Ok(match carrying.iter().find(|e| !super::has_directive(e, "pragma", "no-cache")) {
+        Some(e) => Finding::Info(format!(
+            "every credential answer has Cache-Control: no-store; exchange #{} ({} {}) lacks Pragma: no-cache \
+             (RFC 6749 §5.1 asks for it, RFC 9111 §5.4 deprecates Pragma)",
             e.seq, e.method, e.path
         )),
         None => Finding::Holds,

@@ -1,5 +1,6 @@
 //! The catalogue: one file per area, each declaring its cases with a stable ID, the requirement sentence, its
-//! sources, its level, the mutants it is aimed at, and how it is played (DESIGN.md "Conformance", after h2spec).
+//! sources, its level and basis (an RFC requirement or a Roger choice, and why), the mutants it is aimed at, and
+//! how it is played (after h2spec).
 
 mod bad_input;
 mod bearer;
@@ -59,10 +60,14 @@ macro_rules! client {
 }
 pub(crate) use client;
 
-/// Declares how a case is played in server mode: `server!(exclusive, run_fn)`.
+/// Declares how a case is played in server mode: `server!(exclusive, run_fn)` for a case that needs a Roger server,
+/// `server!(exclusive, run_fn, oauth)` for one that also judges a generic OAuth server (profile `oauth`).
 macro_rules! server {
     ($exclusive:expr, $run:path) => {
-        Some($crate::conform::case::ServerCase { exclusive: $exclusive, run: |env| Box::pin($run(env)) })
+        Some($crate::conform::case::ServerCase { exclusive: $exclusive, oauth: false, run: |env| Box::pin($run(env)) })
+    };
+    ($exclusive:expr, $run:path, oauth) => {
+        Some($crate::conform::case::ServerCase { exclusive: $exclusive, oauth: true, run: |env| Box::pin($run(env)) })
     };
 }
 pub(crate) use server;
@@ -73,7 +78,7 @@ mod prelude {
 
     pub(super) use roger_proto::shim::PanelState;
 
-    pub(super) use super::super::case::{Area, Case, CaseError, EvidenceSource, Finding, Level};
+    pub(super) use super::super::case::{Area, Basis, Case, CaseError, EvidenceSource, Finding, Level};
     pub(super) use super::super::env::{ClientEnv, ClientSetup, PushSetup, Who, STATE_WAIT};
     pub(super) use super::super::proxy::{Exchange, Rewrites};
     pub(super) use super::super::server_env::{Actor, ServerEnv};
@@ -143,18 +148,14 @@ pub(crate) fn registration_codes(env: &ClientEnv) -> Vec<PolledCode> {
     judge::polled_codes(&env.exchanges()).into_iter().filter(|c| !c.session).collect()
 }
 
-/// Whether an answer carries `Cache-Control: no-store` and `Pragma: no-cache` (R-SEC-1, RFC 6749 §5.1).
-pub(crate) fn no_store(e: &Exchange) -> bool {
-    let h = |name: &str| {
-        e.resp_headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|v| v.trim().to_ascii_lowercase())
-            .collect::<Vec<_>>()
-    };
-    h("cache-control").iter().any(|v| v == "no-store") && h("pragma").iter().any(|v| v == "no-cache")
+/// Whether an answer's header `name` carries the directive `value` (case-insensitive, comma-separated lists).
+pub(crate) fn has_directive(e: &Exchange, name: &str, value: &str) -> bool {
+    e.resp_headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case(value))
 }
 
 /// The `WWW-Authenticate` header of an answer.
@@ -192,6 +193,41 @@ mod tests {
             assert!(c.requirement.ends_with('.'), "{}: a sentence", c.id);
             assert!(!c.sources.is_empty(), "{}", c.id);
             assert!(!c.modes().is_empty(), "{}", c.id);
+        }
+    }
+
+    /// The kit judges foreign peers fairly: only a case that rests on an RFC MUST may FAIL a peer; what Roger chose
+    /// beyond the RFCs is never more than SHOULD. Every case says why its level is what it is.
+    #[test]
+    fn only_rfc_requirements_are_must() {
+        for c in catalogue() {
+            if c.level == super::super::case::Level::Must {
+                assert_eq!(c.basis, super::super::case::Basis::Rfc, "{}: a MUST case must rest on an RFC MUST", c.id);
+            }
+            assert!(c.rationale.len() > 20 && c.rationale.trim_end().ends_with(['.', '"', ')']), "{}", c.id);
+        }
+        let all = catalogue();
+        let rfc_must = all.iter().filter(|c| c.level == super::super::case::Level::Must).count();
+        assert!(rfc_must >= 20, "{rfc_must} RFC MUST cases");
+    }
+
+    /// The oauth profile runs only cases that need nothing Roger-specific of the server.
+    #[test]
+    fn oauth_cases_run_against_any_server() {
+        let all = catalogue();
+        let oauth: Vec<&str> =
+            all.iter().filter(|c| c.runs_in_profile(super::super::case::Profile::Oauth)).map(|c| c.id).collect();
+        for id in [
+            "rfc8414/3.3/server-metadata",
+            "rfc8628/3.5/server-access-denied",
+            "roger/R-TOK-2/server-rotates-refresh-tokens",
+            "rfc7009/2.2/server-revoke-unknown-token",
+            "roger/R-SEC-1/server-no-store",
+        ] {
+            assert!(oauth.contains(&id), "{id} runs in the oauth profile");
+        }
+        for id in ["roger/sec9/server-release-idempotent", "roger/R-QR-2/server-lookup-shows-printer"] {
+            assert!(!oauth.contains(&id), "{id} needs a Roger server");
         }
     }
 

@@ -50,7 +50,10 @@ pub(super) fn cases() -> Vec<Case> {
                           session: the MFP confirms it over HTTPS (a poll of that code at the earliest moment the \
                           interval allows) and stays idle.",
             sources: &["R-PUSH-1", "PROTOCOL §11", "R-POLL-1"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "The push channel and its doorbells are Roger's (R-PUSH-1, docs/protocol.md §4); no RFC \
+                        speaks of them.",
             aimed_at: &[],
             client: client!(broker, forged_code_approved),
             server: None,
@@ -61,7 +64,10 @@ pub(super) fn cases() -> Vec<Case> {
             requirement: "A `session.ended` doorbell for a session the server did not end leaves the session open: \
                           the MFP confirms over HTTPS before it ends a session, and its user token stays valid.",
             sources: &["R-PUSH-1", "PROTOCOL §11", "PROTOCOL §8"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "The push channel and its doorbells are Roger's (R-PUSH-1, docs/protocol.md §4); no RFC \
+                        speaks of them.",
             aimed_at: &["trust-doorbell"],
             client: client!(broker, forged_session_ended),
             server: None,
@@ -74,6 +80,9 @@ pub(super) fn cases() -> Vec<Case> {
                           the interval of the approval.",
             sources: &["R-PUSH-1", "PROTOCOL §8", "PROTOCOL §11", "R-POLL-1"],
             level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "The push channel and its doorbells are Roger's (R-PUSH-1, docs/protocol.md §4); no RFC \
+                        speaks of them.",
             aimed_at: &[],
             client: client!(broker_slow_interval, doorbell_polls_early),
             server: None,
@@ -85,7 +94,10 @@ pub(super) fn cases() -> Vec<Case> {
                           session (the MFP falls back to polling); once the broker is back the MFP reconnects, \
                           re-reads its state over HTTPS, and the stale and duplicate doorbells change nothing.",
             sources: &["R-PUSH-1", "PROTOCOL §11", "PROTOCOL §8"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "The push channel and its doorbells are Roger's (R-PUSH-1, docs/protocol.md §4); no RFC \
+                        speaks of them.",
             aimed_at: &["no-poll-fallback"],
             client: client!(broker, cut_broker),
             server: None,
@@ -102,7 +114,10 @@ pub(super) fn server_cases() -> Vec<Case> {
                       (no token, code, user code, URL, password or document), published persistent with \
                       `content_type=application/json` and `message_id` = `id`.",
         sources: &["R-PUSH-1", "PROTOCOL §11"],
-        level: Level::Must,
+        level: Level::Should,
+        basis: Basis::Roger,
+        rationale: "The push channel and its doorbells are Roger's (R-PUSH-1, docs/protocol.md §4); no RFC \
+                        speaks of them.",
         aimed_at: &[],
         client: None,
         server: server!(false, server_doorbells),
@@ -220,7 +235,7 @@ async fn forged_code_approved(env: &mut ClientEnv) -> Result<Finding, CaseError>
         Ok(d) => d,
         Err(skip) => return Ok(skip),
     };
-    let panel = env.expect_state(PanelState::Idle, STATE_WAIT).await?;
+    let panel = env.idle_panel().await?;
     let shown = shown_code(env, &panel.shown)?;
     let envelope = PushEnvelope::new(
         envelope_id(env, "forged-approval")?,
@@ -323,7 +338,7 @@ async fn doorbell_polls_early(env: &mut ClientEnv) -> Result<Finding, CaseError>
     if let Err(skip) = connect_with_push(env).await? {
         return Ok(skip);
     }
-    let panel = env.expect_state(PanelState::Idle, STATE_WAIT).await?;
+    let panel = env.idle_panel().await?;
     let shown = shown_code(env, &panel.shown)?;
     // Approve right after a poll (one in the last few seconds, or the next): the next one the interval allows is
     // at most an interval away, and an MFP that waits for its relaxed (≤ 30 s) poll instead of the doorbell is
@@ -410,7 +425,7 @@ async fn cut_broker(env: &mut ClientEnv) -> Result<Finding, CaseError> {
     env.note(EvidenceSource::Kit, "cut the MFP's broker connection; new connections are refused");
     let gone = env.wait_consumers(&device, Duration::from_secs(15), |n| n == 0).await;
     env.note(EvidenceSource::Server, format!("the broker: {} consumer(s) on the device queue", gone.unwrap_or(0)));
-    let panel = env.expect_state(PanelState::Idle, STATE_WAIT).await?;
+    let panel = env.idle_panel().await?;
     let shown = shown_code(env, &panel.shown)?;
     env.decide(&panel.shown, Who::Alice, true).await?;
     let session = env.wait_state(PanelState::Session, STATE_WAIT).await?;

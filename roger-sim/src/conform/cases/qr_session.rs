@@ -15,10 +15,14 @@ pub(super) fn cases() -> Vec<Case> {
             id: "rfc8628/3.3.1/registration-qr-and-user-code",
             area: Area::QrSession,
             requirement:
-                "While registering, the panel shows a QR encoding exactly the `verification_uri_complete` the MFP \
-                          received and, beside it, the user code as XXXX-XXXX.",
+                "While registering, the panel shows the user code it received (in any case and with any separator) \
+                          and, if it shows a QR, that QR encodes the `verification_uri_complete` it received; a \
+                          code not shown as XXXX-XXXX or a QR of anything else is INFO.",
             sources: &["RFC 8628 §3.3.1", "RFC 8628 §6.1", "R-QR-1"],
             level: Level::Must,
+            basis: Basis::Rfc,
+            rationale: "RFC 8628 §3.3.1: a client that shows verification_uri_complete non-textually \"MUST still \
+                        display the user_code\". The XXXX-XXXX form and a QR at all are Roger's (R-QR-1): INFO.",
             aimed_at: &["qr-without-user-code"],
             client: client!(defaults, registration_qr),
             server: None,
@@ -26,11 +30,15 @@ pub(super) fn cases() -> Vec<Case> {
         Case {
             id: "roger/R-QR-1/session-qr-and-user-code",
             area: Area::QrSession,
-            requirement:
-                "While idle, the panel shows the QR of the current session code's `verification_uri_complete` \
-                          and its user code as XXXX-XXXX.",
+            requirement: "While idle, the panel shows the current session code's user code (in any case and with any \
+                          separator) and, if it shows a QR, that QR encodes the code's `verification_uri_complete`; \
+                          a code not shown as XXXX-XXXX or a QR of anything else is INFO.",
             sources: &["R-QR-1", "RFC 8628 §3.3.1"],
             level: Level::Must,
+            basis: Basis::Rfc,
+            rationale: "RFC 8628 §3.3.1: a client that shows verification_uri_complete non-textually \"MUST still \
+                        display the user_code\" (a session code is a device code too). The XXXX-XXXX form and the \
+                        QR itself are Roger's: INFO.",
             aimed_at: &["qr-without-user-code"],
             client: client!(defaults, session_qr),
             server: None,
@@ -40,10 +48,15 @@ pub(super) fn cases() -> Vec<Case> {
             area: Area::QrSession,
             requirement:
                 "While idle, the MFP requests the next session code no later than 10 s before the current one \
-                          expires (half its lifetime when it lives less than 20 s), no earlier than rotation requires, \
-                          shows it at once and never shows an expired code.",
+                          expires (half its lifetime when it lives less than 20 s; for 10–20 s codes anywhere between \
+                          the two), not faster than rotation requires, shows it at once and never shows an expired \
+                          code.",
             sources: &["R-QR-3", "RFC 8628 §3.2"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "RFC 8628 has no rotating codes: expires_in only bounds a code's life. Rotating the session \
+                        QR ahead of expiry, and never showing an expired code, are R-QR-3's choices (polling an \
+                        expired code is judged by the RFC case on expired_token).",
             aimed_at: &["never-renew-qr"],
             client: client!(short_session_codes, renewal),
             server: None,
@@ -56,6 +69,8 @@ pub(super) fn cases() -> Vec<Case> {
                           approval given in its last seconds is not lost.",
             sources: &["R-QR-3"],
             level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "An R-QR-3 SHOULD of our own; the RFCs know no rotation.",
             aimed_at: &[],
             client: client!(short_session_codes, outgoing_polled),
             server: None,
@@ -64,10 +79,14 @@ pub(super) fn cases() -> Vec<Case> {
             id: "rfc8628/3.4/session-by-qr",
             area: Area::QrSession,
             requirement:
-                "When a user approves the session QR on the phone, the MFP redeems the code and opens a session for \
-                          that user with the `roger.release` scope.",
+                "When a user approves the session QR on the phone, the MFP redeems the code by polling and opens a \
+                          session for that user (a session without the `roger.release` scope is INFO).",
             sources: &["RFC 8628 §3.4", "PROTOCOL §8"],
             level: Level::Must,
+            basis: Basis::Rfc,
+            rationale: "RFC 8628 §3.4–§3.5: the client polls an approved device code until the token answer comes; \
+                        a client that never redeems an approved code has no device grant. The scope name is Roger's \
+                        (INFO).",
             aimed_at: &[],
             client: client!(defaults, session_by_qr),
             server: None,
@@ -76,10 +95,14 @@ pub(super) fn cases() -> Vec<Case> {
             id: "roger/sec8/step2-pin-after-qr",
             area: Area::QrSession,
             requirement:
-                "In a QR session, a PIN entered at the panel is sent as a device-bound password grant for the \
-                          step-1 user with scope `roger.print roger.scan`, and the session gains those scopes.",
+                "In a QR session, every PIN entered at the panel (step 2, and again for later scans and prints) \
+                          is sent as a device-bound password grant for the step-1 user with scope `roger.print \
+                          roger.scan`, and the session gains those scopes.",
             sources: &["PROTOCOL §8", "RFC 6749 §4.3"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "RFC 6749 §4.3 defines the password grant; step 2 bound to the step-1 user, its scopes and \
+                        device-bound client authentication are Roger's session design (docs/protocol.md §5.3).",
             aimed_at: &[],
             client: client!(defaults, step2),
             server: None,
@@ -87,40 +110,75 @@ pub(super) fn cases() -> Vec<Case> {
     ]
 }
 
-/// Compares what the panel shows with the code the MFP received; `Err` says what differs.
-fn check_shown(shown: &Shown, vuc: Option<&str>, user_code: &str, screenshots: bool) -> Result<String, String> {
+/// A user code as RFC 8628 §6.1 compares it: case-insensitively, without punctuation.
+fn loose(code: &str) -> String {
+    code.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_uppercase).collect()
+}
+
+/// Compares what the panel shows with the code the MFP received: `Err` when the RFC MUST is broken (no user code,
+/// another user code, a screenshot that contradicts the shim), else how it was judged and where it differs from
+/// Roger's display (R-QR-1).
+fn check_shown(
+    shown: &Shown,
+    vuc: Option<&str>,
+    user_code: &str,
+    screenshots: bool,
+) -> Result<(String, Vec<String>), String> {
+    let mut roger = Vec::new();
     let display = roger_proto::user_code::format_for_display(user_code);
     match shown.user_code.as_deref() {
-        None => return Err("the panel shows no user code beside the QR".into()),
-        Some(c) if c != display => {
-            return Err(format!("the panel shows the user code as {c:?}, not {display:?} (XXXX-XXXX)"))
+        None => return Err("the panel shows no user code (RFC 8628 §3.3.1: it MUST still be displayed)".into()),
+        Some(c) if loose(c) != loose(user_code) => {
+            return Err("the panel shows another user code than the one it received".into())
         }
+        Some(c) if c != display => roger.push(format!("the user code is shown as {c:?}, not {display:?} (XXXX-XXXX)")),
         Some(_) => {}
     }
-    let Some(vuc) = vuc else { return Err("the server's answer had no verification_uri_complete".into()) };
-    match shown.qr.as_deref() {
-        None => return Err("the panel shows no QR".into()),
-        Some(q) if q != vuc => {
-            return Err("the QR payload is not the verification_uri_complete the MFP received".into())
+    match (shown.qr.as_deref(), vuc) {
+        (None, Some(_)) => roger.push("no QR, although the server sent a verification_uri_complete".into()),
+        (Some(q), Some(v)) if q != v => {
+            roger.push("the QR payload is not the verification_uri_complete the MFP received".into())
         }
-        Some(_) => {}
+        (Some(_), None) => roger.push("a QR although the server sent no verification_uri_complete".into()),
+        _ => {}
     }
-    if screenshots {
+    if screenshots && shown.qr.is_some() {
         let Some(path) = &shown.screenshot else {
-            return Ok("QR payload and user code are self-reported (the shim gave no screenshot of this panel)".into());
+            return Ok((
+                "QR payload and user code are self-reported (the shim gave no screenshot of this panel)".into(),
+                roger,
+            ));
         };
         let png = std::fs::read(path).map_err(|e| format!("the screenshot cannot be read: {e}"))?;
         let payloads =
             crate::phone::scan::decode_png(&png).map_err(|e| format!("the screenshot holds no readable QR: {e}"))?;
-        if !payloads.iter().any(|p| p == vuc) {
-            return Err("the QR in the screenshot does not encode the verification_uri_complete".into());
+        if !payloads.iter().any(|p| Some(p.as_str()) == shown.qr.as_deref()) {
+            return Err("the QR in the screenshot is not the one the shim reports".into());
         }
-        return Ok(
-            "the QR decoded from the screenshot equals the verification_uri_complete; the user code is self-reported"
-                .into(),
-        );
+        return Ok((
+            "the QR decoded from the screenshot is the one reported; the user code is self-reported".into(),
+            roger,
+        ));
     }
-    Ok("QR payload and user code are self-reported (no screenshot capability)".into())
+    Ok(("QR payload and user code are self-reported (no screenshot capability)".into(), roger))
+}
+
+/// The finding of [`check_shown`]: `Holds`, `Info` with Roger's display gaps, or `Broken`.
+fn shown_finding(env: &mut ClientEnv, checked: Result<(String, Vec<String>), String>) -> Finding {
+    match checked {
+        Ok((how, roger)) => {
+            env.note(EvidenceSource::Kit, how);
+            if roger.is_empty() {
+                Finding::Holds
+            } else {
+                Finding::Info(format!(
+                    "RFC 8628 §3.3.1 holds; not Roger's display (R-QR-1, a Roger choice): {}",
+                    roger.join("; ")
+                ))
+            }
+        }
+        Err(why) => Finding::Broken(why),
+    }
 }
 
 async fn registration_qr(env: &mut ClientEnv) -> Result<Finding, CaseError> {
@@ -136,37 +194,21 @@ async fn registration_qr(env: &mut ClientEnv) -> Result<Finding, CaseError> {
         answer.and_then(|e| e.json()).and_then(|v| v.get("verification_uri_complete")?.as_str().map(str::to_owned));
     let user_code = code.user_code.unwrap_or_default();
     let screenshots = env.has(roger_proto::shim::CAP_SCREENSHOT);
-    Ok(match check_shown(&shown, vuc.as_deref(), &user_code, screenshots) {
-        Ok(how) => {
-            env.note(EvidenceSource::Kit, how);
-            Finding::Holds
-        }
-        Err(why) => Finding::Broken(why),
-    })
+    let checked = check_shown(&shown, vuc.as_deref(), &user_code, screenshots);
+    Ok(shown_finding(env, checked))
 }
 
 async fn session_qr(env: &mut ClientEnv) -> Result<Finding, CaseError> {
     env.connect().await?;
     // The panel may need a moment after `idle` to show its first session code.
-    let mut panel = env.panel().await?;
-    for _ in 0..20 {
-        if panel.shown.qr.is_some() || panel.shown.user_code.is_some() {
-            break;
-        }
-        observe(Duration::from_millis(250)).await;
-        panel = env.panel().await?;
-    }
+    let panel = env.idle_panel().await?;
     let Some(current) = judge::session_codes(&env.exchanges()).pop() else {
         return Ok(Finding::Broken("the idle MFP requested no session code".into()));
     };
     let screenshots = env.has(roger_proto::shim::CAP_SCREENSHOT);
-    Ok(match check_shown(&panel.shown, current.verification_uri_complete.as_deref(), &current.user_code, screenshots) {
-        Ok(how) => {
-            env.note(EvidenceSource::Kit, how);
-            Finding::Holds
-        }
-        Err(why) => Finding::Broken(why),
-    })
+    let checked =
+        check_shown(&panel.shown, current.verification_uri_complete.as_deref(), &current.user_code, screenshots);
+    Ok(shown_finding(env, checked))
 }
 
 fn short_session_codes(s: &mut ClientSetup) {
@@ -185,26 +227,32 @@ async fn sample_panel(env: &mut ClientEnv, span: Duration) -> Result<Vec<(Instan
     Ok(samples)
 }
 
+/// Transit and scheduling slack around R-QR-3's renewal window.
+const RENEWAL_TOLERANCE: Duration = Duration::from_millis(1500);
+
 fn renewal_problems(codes: &[SessionCode], samples: &[(Instant, Option<String>)]) -> Vec<String> {
-    let tol = Duration::from_millis(1500);
+    let tol = RENEWAL_TOLERANCE;
     let mut out = Vec::new();
     for w in codes.windows(2) {
         let (prev, next) = (&w[0], &w[1]);
-        let due = prev.issued + roger_proto::timing::qr_renew_after(prev.lifetime);
-        if next.requested > due + tol {
+        let (earliest, latest) = judge::qr_renewal_window(prev.lifetime);
+        let after = next.requested.saturating_duration_since(prev.issued);
+        if after > latest + tol {
             out.push(format!(
-                "exchange #{}: the next session code was requested {:.1} s after the previous one was received; R-QR-3 wants it by {:.1} s",
+                "exchange #{}: the next session code was requested {:.1} s after the previous one ({} s) was received; R-QR-3 wants it by {:.1} s",
                 next.seq,
-                (next.requested - prev.issued).as_secs_f64(),
-                (due - prev.issued).as_secs_f64()
+                after.as_secs_f64(),
+                prev.lifetime.as_secs(),
+                latest.as_secs_f64()
             ));
         }
-        if next.requested + tol < due {
+        if after + tol < earliest {
             out.push(format!(
-                "exchange #{}: the next session code was requested {:.1} s after the previous one, earlier than rotation requires ({:.1} s)",
+                "exchange #{}: the next session code was requested {:.1} s after the previous one ({} s), earlier than rotation requires ({:.1} s)",
                 next.seq,
-                (next.requested - prev.issued).as_secs_f64(),
-                (due - prev.issued).as_secs_f64()
+                after.as_secs_f64(),
+                prev.lifetime.as_secs(),
+                earliest.as_secs_f64()
             ));
         }
     }
@@ -310,9 +358,13 @@ async fn session_by_qr(env: &mut ClientEnv) -> Result<Finding, CaseError> {
     if panel.user.as_deref() != Some(alice.as_str()) {
         return Ok(Finding::Broken(format!("the panel reports user {:?}, not {alice:?}", panel.user)));
     }
-    Ok(Finding::check(panel.scopes.iter().any(|s| s == "roger.release"), || {
-        format!("the session's scopes {:?} lack roger.release", panel.scopes)
-    }))
+    if !panel.scopes.iter().any(|s| s == "roger.release") {
+        return Ok(Finding::Info(format!(
+            "the session opened, but its reported scopes {:?} lack roger.release (a Roger name)",
+            panel.scopes
+        )));
+    }
+    Ok(Finding::Holds)
 }
 
 fn scope_set(s: &str) -> std::collections::BTreeSet<&str> {
@@ -327,23 +379,40 @@ async fn step2(env: &mut ClientEnv) -> Result<Finding, CaseError> {
         return Ok(Finding::Broken("the step-2 PIN was not accepted".into()));
     }
     let panel = env.panel().await?;
+    // Use the step-2 session as a user would: the job list and a scan, so every password grant they bring is seen.
+    env.jobs().await?;
+    match env.scan("pdf-300").await {
+        Ok(_) | Err(CaseError::Unsupported(_)) => {}
+        Err(e) => return Err(e),
+    }
     let grants: Vec<Exchange> =
         env.exchanges().into_iter().filter(|e| e.grant_type().as_deref() == Some("password")).collect();
-    env.note_exchanges(grants.iter(), 4);
-    let Some(g) = grants.iter().find(|g| g.delivered_ok()) else {
+    env.note_exchanges(grants.iter(), 6);
+    if !grants.iter().any(|g| g.delivered_ok()) {
         return Ok(Finding::Broken("no password grant succeeded".into()));
-    };
-    if g.form_get("username").as_deref() != Some(name.as_str())
-        || g.form_get("password").as_deref() != Some(pin.as_str())
-    {
-        return Ok(Finding::Broken("the password grant did not carry the step-1 user and the typed PIN".into()));
     }
-    let scope = g.form_get("scope").unwrap_or_default();
-    if scope_set(&scope) != scope_set("roger.print roger.scan") {
-        return Ok(Finding::Broken(format!("step 2 asked for scope {scope:?}, not \"roger.print roger.scan\"")));
-    }
-    if g.bearer().is_none() {
-        return Ok(Finding::Broken("the step-2 password grant was not device-bound (no Authorization: Bearer)".into()));
+    for g in &grants {
+        if g.form_get("username").as_deref() != Some(name.as_str())
+            || g.form_get("password").as_deref() != Some(pin.as_str())
+        {
+            return Ok(Finding::Broken(format!(
+                "exchange #{}: the password grant did not carry the step-1 user and the typed PIN",
+                g.seq
+            )));
+        }
+        let scope = g.form_get("scope").unwrap_or_default();
+        if scope_set(&scope) != scope_set("roger.print roger.scan") {
+            return Ok(Finding::Broken(format!(
+                "exchange #{}: step 2 asked for scope {scope:?}, not \"roger.print roger.scan\"",
+                g.seq
+            )));
+        }
+        if g.bearer().is_none() {
+            return Ok(Finding::Broken(format!(
+                "exchange #{}: the step-2 password grant was not device-bound (no Authorization: Bearer)",
+                g.seq
+            )));
+        }
     }
     Ok(Finding::check(
         panel.scopes.iter().any(|s| s == "roger.print") && panel.scopes.iter().any(|s| s == "roger.scan"),
@@ -360,7 +429,10 @@ pub(super) fn server_cases() -> Vec<Case> {
                 "Looking up a registration code shows its kind, the printer's vendor, model and serial and its \
                       expiry; only a tenant admin may approve it (others get 403).",
             sources: &["R-QR-2", "RFC 8628 §5.4", "PROTOCOL §5"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "RFC 8628 §5.4 asks the authorization server to show the user what they authorize, in prose; \
+                        the look-up API, its members and admin-only registrations are Roger's.",
             aimed_at: &[],
             client: None,
             server: server!(false, server_lookup),
@@ -372,7 +444,10 @@ pub(super) fn server_cases() -> Vec<Case> {
                 "Look-ups of unknown codes are limited per user (at most 10 a minute by default), then answered \
                       429 with `Retry-After`.",
             sources: &["RFC 8628 §5.1", "PROTOCOL §10"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "RFC 8628 §5.1 only recommends rate-limiting user code attempts; the limit on the Roger \
+                        look-up API, its 429 and Retry-After are docs/protocol.md §6.6's.",
             aimed_at: &["no-approval-rate-limit"],
             client: None,
             server: server!(false, server_rate_limit),
@@ -385,6 +460,9 @@ pub(super) fn server_cases() -> Vec<Case> {
                       default session-code lifetime and an `interval`.",
             sources: &["R-QR-3", "RFC 8628 §3.2", "PROTOCOL §8"],
             level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "RFC 8628 §3.2 leaves the lifetime to the server and makes interval OPTIONAL; 120 s session \
+                        codes with an interval are R-QR-3's default.",
             aimed_at: &[],
             client: None,
             server: server!(false, server_session_lifetime),
@@ -395,7 +473,11 @@ pub(super) fn server_cases() -> Vec<Case> {
             requirement: "A session code announces a positive `expires_in`, and once that has passed a poll of it is \
                       answered `expired_token` and an approval of it 404.",
             sources: &["R-QR-3", "RFC 8628 §3.2", "RFC 8628 §3.5", "PROTOCOL §8"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "That an expired code no longer redeems is RFC 8628 §3.2's, judged for any server by \
+                        rfc8628/3.5/server-device-code-expires; expired_token exactly and a 404 on the Roger \
+                        approval API are Roger's.",
             aimed_at: &[],
             client: None,
             server: server!(true, server_session_expires),

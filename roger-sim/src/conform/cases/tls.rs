@@ -16,8 +16,11 @@ pub(super) fn cases() -> Vec<Case> {
             requirement:
                 "The MFP sends no request over a TLS connection whose certificate does not chain to the roots it \
                           was configured with.",
-            sources: &["R-DISC-2"],
+            sources: &["R-DISC-2", "RFC 6749 §10.9"],
             level: Level::Must,
+            basis: Basis::Rfc,
+            rationale: "RFC 6749 §10.9: \"The client MUST validate the authorization server's TLS certificate as \
+                        defined by [RFC6125]\" (chain and server identity alike).",
             aimed_at: &["skip-tls-verify"],
             client: client!(rogue_ca, refuses_tls),
             server: None,
@@ -28,8 +31,11 @@ pub(super) fn cases() -> Vec<Case> {
             requirement:
                 "The MFP sends no request over a TLS connection whose certificate, though from a trusted CA, is \
                           for another host name.",
-            sources: &["R-DISC-2"],
+            sources: &["R-DISC-2", "RFC 6749 §10.9"],
             level: Level::Must,
+            basis: Basis::Rfc,
+            rationale: "RFC 6749 §10.9: \"The client MUST validate the authorization server's TLS certificate as \
+                        defined by [RFC6125]\" (chain and server identity alike).",
             aimed_at: &["skip-tls-verify"],
             client: client!(wrong_host, refuses_tls),
             server: None,
@@ -39,7 +45,11 @@ pub(super) fn cases() -> Vec<Case> {
             area: Area::Tls,
             requirement: "The MFP sends no request to a plain `http` discovery URL on a non-loopback address.",
             sources: &["R-DISC-2"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "The first request goes to Roger's discovery document, which no RFC covers; refusing a plain \
+                        http discovery URL outside loopback tests is R-DISC-2's (RFC 6750 §5.3's TLS MUST applies \
+                        to requests with bearer tokens, which this case never reaches).",
             aimed_at: &[],
             client: client!(plain_non_loopback, refuses_plain),
             server: None,
@@ -113,30 +123,39 @@ pub(super) fn server_cases() -> Vec<Case> {
                           alert or a closed connection, never a ServerHello).",
             sources: &["R-DISC-2", "RFC 8996 §2"],
             level: Level::Must,
+            basis: Basis::Rfc,
+            rationale: "RFC 8996 §2 and §3: TLS 1.0 and TLS 1.1 \"MUST NOT be used\"; negotiating them \"MUST NOT be \
+                        permitted\".",
             aimed_at: &[],
             client: None,
-            server: server!(false, server_refuses_old_versions),
+            server: server!(false, server_refuses_old_versions, oauth),
         },
         Case {
             id: "roger/R-DISC-2/server-refuses-tls-1-2-without-aead",
             area: Area::Tls,
             requirement: "The server refuses a TLS 1.2 ClientHello that offers only CBC cipher suites (no AEAD).",
             sources: &["R-DISC-2", "RFC 9325 §4.2"],
-            level: Level::Must,
+            level: Level::Should,
+            basis: Basis::Roger,
+            rationale: "RFC 9325 §4.2 recommends AEAD suites for TLS 1.2 but does not forbid CBC ones; refusing them \
+                        is R-DISC-2's.",
             aimed_at: &[],
             client: None,
-            server: server!(false, server_refuses_cbc),
+            server: server!(false, server_refuses_cbc, oauth),
         },
         Case {
             id: "roger/R-DISC-2/server-accepts-tls-1-2-and-1-3-aead",
             area: Area::Tls,
-            requirement: "The server accepts a TLS 1.2 ClientHello offering ECDHE AEAD suites and a TLS 1.3 \
-                          ClientHello, answering each with a ServerHello for that version and an offered suite.",
+            requirement: "The server accepts a TLS 1.2 ClientHello offering ECDHE AEAD suites, answering with a \
+                          ServerHello for TLS 1.2 and an offered suite; refusing a TLS 1.3 ClientHello is INFO.",
             sources: &["R-DISC-2", "RFC 9325 §4.2"],
             level: Level::Must,
+            basis: Basis::Rfc,
+            rationale: "RFC 9325 §3.1.1: \"Implementations MUST support TLS 1.2\" (with the AEAD suites §4.2 \
+                        recommends) and SHOULD support TLS 1.3, so a refused TLS 1.3 hello is INFO.",
             aimed_at: &[],
             client: None,
-            server: server!(false, server_accepts_modern),
+            server: server!(false, server_accepts_modern, oauth),
         },
     ]
 }
@@ -201,5 +220,14 @@ async fn server_refuses_cbc(env: &mut ServerEnv) -> Result<Finding, CaseError> {
 }
 
 async fn server_accepts_modern(env: &mut ServerEnv) -> Result<Finding, CaseError> {
-    probe_all(env, &tls_probe::Offer::MODERN, tls_probe::judge_acceptance).await
+    let tls12 = probe_all(env, &[tls_probe::Offer::Tls12Aead], tls_probe::judge_acceptance).await?;
+    if tls12 != Finding::Holds {
+        return Ok(tls12);
+    }
+    Ok(match probe_all(env, &[tls_probe::Offer::Tls13], tls_probe::judge_acceptance).await? {
+        Finding::Broken(why) => {
+            Finding::Info(format!("TLS 1.2 with AEAD is accepted; TLS 1.3 is not (RFC 9325 §3.1.1: SHOULD): {why}"))
+        }
+        other => other,
+    })
 }
