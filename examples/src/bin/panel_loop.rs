@@ -10,7 +10,7 @@
 //!
 //! What it shows:
 //! 1. restoring the saved connection (the printer refreshes its device token first, R-TOK-1);
-//! 2. [`MfpClient`] + [`Driver::run_mfp`]: the connection lifecycle and the panel session on one task. The panel
+//! 2. [`MfpClient`] + [`Driver::run_mfp`](roger_proto::driver::Driver::run_mfp): the connection lifecycle and the panel session on one task. The panel
 //!    fetches a session code (device-bound, PROTOCOL.md §7), renews the QR 10 s before it expires (R-QR-3) and
 //!    polls per RFC 8628 §3.5; the example only draws what the machines tell it;
 //! 3. the session: `SessionStarted` carries the user (PROTOCOL.md §8 step 1); logout revokes the user token and the
