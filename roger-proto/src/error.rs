@@ -363,13 +363,14 @@ impl PeerViolation {
             Self::EndpointOffOrigin => "RFC 8414 §2, R-META-1",
             Self::ListItemRefused | Self::MemberDefaulted => "docs/protocol.md §7",
             Self::ExtensionNotOffered => "docs/protocol.md §10.2 C11",
-            Self::RefreshNotRotated => "RFC 6749 §6, R-TOK-2",
+            Self::RefreshNotRotated => "RFC 6749 §6, RFC 9700 §2.2.2, R-TOK-2",
             Self::ScopeNotSpaceDelimited => "RFC 6749 §3.3",
         }
     }
 
-    /// Whether an RFC allows what the peer did, so that only Roger's own profile is stricter (the kit judges
-    /// such behaviour NON-STRICT or INFO, never FAIL; docs/conformance.md).
+    /// Whether an RFC allows what the peer did, so that only Roger's own profile is stricter; a report says so
+    /// (docs/protocol.md §7). A refresh without rotation is not among them: RFC 6749 §6 allows it, but RFC 9700
+    /// §2.2.2 asks rotation (or sender-constraining) of refresh tokens issued to public clients such as printers.
     pub fn rfc_allows(self) -> bool {
         matches!(
             self,
@@ -382,8 +383,16 @@ impl PeerViolation {
                 | Self::MemberDefaulted
                 | Self::ExtensionNotOffered
                 | Self::ForeignQrOrigin
-                | Self::RefreshNotRotated
         )
+    }
+
+    /// What a client does with an answer that shows this deviation, when it reads the answer at all: `Refused` for
+    /// the deviations that refuse a part of it (a list item, a QR payload or page), `Tolerated` for the rest.
+    pub fn action(self) -> PeerAction {
+        match self {
+            Self::ListItemRefused | Self::ForeignQrOrigin => PeerAction::Refused,
+            _ => PeerAction::Tolerated,
+        }
     }
 
     /// What the peer did, in a few words, never quoting a value (it may be a secret, R-SEC-1).
@@ -395,7 +404,9 @@ impl PeerViolation {
             Self::MissingNoStore => "a credential answer without Cache-Control: no-store",
             Self::IssuerMismatch => "a metadata issuer that is not the API origin",
             Self::InsecureUrl => "a URL without TLS where TLS is required",
-            Self::ForeignQrOrigin => "a verification_uri_complete that is not {api}/device?user_code=<the code>",
+            Self::ForeignQrOrigin => {
+                "a verification_uri_complete or verification_uri on another origin than the API, or for another code"
+            }
             Self::ErrorInSuccessStatus => "an OAuth error in a 2xx answer",
             Self::ExpiresInAsString => "expires_in sent as a string",
             Self::MissingWwwAuthenticate => "a 401 without WWW-Authenticate",
@@ -418,9 +429,9 @@ impl PeerViolation {
     }
 
     fn bit(self) -> u32 {
-        // `ALL` lists every variant once; the position is the bit.
-        let i = Self::ALL.iter().position(|v| *v == self).unwrap_or(Self::ALL.len());
-        1 << i
+        // A fieldless enum: the discriminant is the declaration index (`ALL` lists every variant in that order,
+        // which a test checks), and there are fewer than 32 variants (checked below at compile time).
+        1 << (self as u32)
     }
 }
 
@@ -429,6 +440,8 @@ impl fmt::Display for PeerViolation {
         write!(f, "{} ({})", self.describe(), self.rule())
     }
 }
+
+const _: () = assert!(PeerViolation::ALL.len() <= 32, "PeerViolations is a u32 bit set");
 
 /// A small set of [`PeerViolation`]s: what one answer deviated in while still being used (a classifier's notes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -517,8 +530,8 @@ impl PeerReport {
 }
 
 impl PeerReport {
-    /// The reports of a classifier's result: one per deviation it read past (`Ok` with notes), or the refusal its
-    /// error stands for ([`Self::from_error`]).
+    /// The reports of a classifier's result: one per deviation it noted (`Ok` with notes; a refused list item is
+    /// reported refused), or the refusal its error stands for ([`Self::from_error`]).
     pub fn of_result<T>(
         endpoint: &'static str,
         result: &Result<(T, PeerViolations), ResponseError>,
@@ -527,7 +540,7 @@ impl PeerReport {
             Ok((_, notes)) => (*notes, None),
             Err(e) => (PeerViolations::NONE, Self::from_error(endpoint, e)),
         };
-        notes.iter().map(move |v| Self::tolerated(endpoint, v)).chain(refused)
+        notes.iter().map(move |v| Self { endpoint, violation: v, action: v.action() }).chain(refused)
     }
 }
 
@@ -798,11 +811,29 @@ mod tests {
         let mut once = ReportOnce::default();
         assert!(once.first(&r) && !once.first(&r));
         assert!(once.first(&PeerReport::tolerated("POST /oauth/device_authorization", PeerViolation::BadUserCode)));
-        // Every variant has a rule, a description, and a bit of its own.
+        // Every variant has a rule, a description, and a bit of its own: ALL lists them in declaration order.
+        for (i, v) in PeerViolation::ALL.into_iter().enumerate() {
+            assert_eq!(v as usize, i, "{v:?} is not at its declaration index in ALL");
+        }
         let all: PeerViolations = PeerViolation::ALL.into_iter().collect();
         assert_eq!(all.iter().count(), PeerViolation::ALL.len());
         for v in PeerViolation::ALL {
             assert!(!v.rule().is_empty() && !v.describe().is_empty(), "{v:?}");
+        }
+    }
+
+    /// docs/protocol.md §7: a 401 with an OAuth `invalid_token` or `invalid_client` body asks for a fresh token even
+    /// without `WWW-Authenticate` (RFC 6750 §3 asks for the header; some servers leave it out).
+    #[test]
+    fn token_rejected_without_www_authenticate() {
+        for code in [OAuthErrorCode::InvalidToken, OAuthErrorCode::InvalidClient] {
+            let e = ResponseError::OAuth {
+                status: 401,
+                body: Box::new(OAuthErrorResponse::new(code)),
+                retry_after: None,
+                www_authenticate_error: None,
+            };
+            assert!(e.is_token_rejected());
         }
     }
 

@@ -153,8 +153,9 @@ pub enum LifecycleEvent {
         /// The QR payload; `None` when the server sent no `verification_uri_complete` (RFC 8628 §3.2 makes it
         /// OPTIONAL): then show `verification_uri` and the code for manual entry, and no QR (docs/protocol.md §7).
         verification_uri_complete: Option<VerificationUriComplete>,
-        /// The verification page, as the server named it (shown in text beside or instead of the QR).
-        verification_uri: String,
+        /// The verification page to show in text beside or instead of the QR; `None` when the server named one on
+        /// another origin than the API (R-QR-4, docs/protocol.md §7): then only the code is shown.
+        verification_uri: Option<String>,
         /// The code as a person reads it: `XXXX-XXXX` for a Roger code in any spelling, another server's code
         /// verbatim ([`crate::user_code::format_for_display`]).
         user_code_display: String,
@@ -539,28 +540,28 @@ impl Connection {
                     PollerConfig { push_relaxed_interval: self.config.push_relaxed_interval, device_bound: false },
                 );
                 poller.set_push_healthy(self.push_healthy);
-                let payload = match &self.config.api {
-                    // R-QR-4: a payload on another origin (or for another code) is never displayed.
+                let (payload, page) = match &self.config.api {
+                    // R-QR-4: a payload or page on another origin (or for another code) is never displayed.
                     Some(api) => {
-                        let (payload, refused) = crate::qr::displayable_payload(
+                        let shown = crate::qr::displayable(
                             auth.verification_uri_complete.as_ref(),
                             &auth.verification_uri,
                             api,
                             &auth.user_code,
                         );
-                        if refused.is_some() {
-                            self.report(PeerReport::tolerated(
+                        if shown.refused.is_some() {
+                            self.report(PeerReport::refused(
                                 crate::device_authorization::ENDPOINT,
                                 PeerViolation::ForeignQrOrigin,
                             ));
                         }
-                        payload
+                        (shown.qr, shown.page)
                     }
-                    None => auth.verification_uri_complete.clone(),
+                    None => (auth.verification_uri_complete.clone(), Some(auth.verification_uri.clone())),
                 };
                 self.events.push_back(LifecycleEvent::ShowRegistration {
                     verification_uri_complete: payload,
-                    verification_uri: auth.verification_uri.clone(),
+                    verification_uri: page,
                     user_code_display: auth.user_code.display().to_string(),
                     request_id: auth.request_id.clone(),
                     expires_at: poller.expires_at(),
@@ -785,7 +786,7 @@ mod tests {
         let own = "https://a/device?user_code=WDJBMJHT";
         let endpoint = crate::device_authorization::ENDPOINT;
         let violation =
-            vec![LifecycleEvent::PeerViolation(PeerReport::tolerated(endpoint, PeerViolation::ForeignQrOrigin))];
+            vec![LifecycleEvent::PeerViolation(PeerReport::refused(endpoint, PeerViolation::ForeignQrOrigin))];
         let shown = Some(own.to_owned());
         assert_eq!(shown_registration(Some("https://a"), Some(own)), (vec![], shown.clone()));
         // No payload (RFC 8628 §3.2 OPTIONAL): no QR, reported (docs/protocol.md §7).

@@ -180,9 +180,10 @@ impl AuthorizationServerMetadata {
     ///   does not matter, but scheme, host and port do). Refused otherwise: this is the mix-up defence (RFC 9700
     ///   §4.4).
     /// * R-DISC-2: every endpoint uses TLS (or loopback plain HTTP when allowed); refused otherwise.
-    /// * An endpoint on another origin than the issuer is used and noted as
-    ///   [`crate::PeerViolation::EndpointOffOrigin`]: RFC 8414 §2 allows it (Google's token endpoint is on another
-    ///   host than its issuer); Roger's own server keeps every endpoint on the API origin (R-META-1).
+    /// * An endpoint on another origin than the issuer: a Roger server (one that names `roger_api_version`) is
+    ///   refused, since R-META-1 binds it to the API origin and the printer sends its device token to these
+    ///   endpoints; any other server's is used and noted as [`crate::PeerViolation::EndpointOffOrigin`], as RFC
+    ///   8414 §2 allows it (Google's token endpoint is on another host than its issuer).
     pub fn validate_noted(
         &self,
         expected_api: &str,
@@ -195,10 +196,17 @@ impl AuthorizationServerMetadata {
             return Err(MetadataError::IssuerMismatch { expected, found: self.issuer.clone() });
         }
         let mut notes = PeerViolations::NONE;
+        let roger = self.roger_api_version.is_some();
         let mut check = |name: &'static str, url: &str| -> Result<String, MetadataError> {
             let origin =
                 origin_of(url, policy).map_err(|e| MetadataError::BadEndpoint { name, reason: e.to_string() })?;
             if origin != expected {
+                if roger {
+                    return Err(MetadataError::BadEndpoint {
+                        name,
+                        reason: format!("not on the issuer's origin {expected} (R-META-1)"),
+                    });
+                }
                 notes.insert(PeerViolation::EndpointOffOrigin);
             }
             Ok(url.to_owned())
@@ -253,6 +261,10 @@ mod tests {
         let mut with_path = m.clone();
         with_path.issuer = "https://eu.example/tenant".into();
         assert!(with_path.validate("https://eu.example", TransportPolicy::TlsOnly).is_err());
+        // An issuer with only a trailing slash names the same origin (Auth0 sends one): accepted.
+        let mut slash = m.clone();
+        slash.issuer = "https://eu.example/".into();
+        assert_eq!(slash.validate("https://eu.example", TransportPolicy::TlsOnly).unwrap().api, "https://eu.example");
     }
 
     /// R-DISC-2 for every endpoint; an endpoint on another origin is used and noted (RFC 8414 §2 allows it).
@@ -260,7 +272,16 @@ mod tests {
     fn endpoints_checked() {
         let own = AuthorizationServerMetadata::for_api("https://eu.example", false);
         assert!(own.validate_noted("https://eu.example", TransportPolicy::TlsOnly).unwrap().1.is_empty());
+        // A Roger server keeps every endpoint on its origin (R-META-1): the device token goes there.
+        let mut roger = own.clone();
+        roger.token_endpoint = "https://oauth2.eu.example/token".into();
+        assert!(matches!(
+            roger.validate("https://eu.example", TransportPolicy::TlsOnly),
+            Err(MetadataError::BadEndpoint { name: "token_endpoint", .. })
+        ));
+        // Another server may place them elsewhere (RFC 8414 §2).
         let mut m = own.clone();
+        m.roger_api_version = None;
         m.token_endpoint = "https://oauth2.eu.example/token".into();
         let (e, notes) = m.validate_noted("https://eu.example", TransportPolicy::TlsOnly).unwrap();
         assert_eq!(e.token, "https://oauth2.eu.example/token");

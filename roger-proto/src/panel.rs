@@ -185,8 +185,9 @@ pub struct QrCode {
     /// none (RFC 8628 §3.2 makes it OPTIONAL): then the panel shows `verification_uri` and the code, and no QR
     /// (docs/protocol.md §7).
     pub verification_uri_complete: Option<VerificationUriComplete>,
-    /// The verification page the server named (shown in text beside or instead of the QR).
-    pub verification_uri: String,
+    /// The verification page to show in text beside or instead of the QR; `None` when the server named one on
+    /// another origin than the API (R-QR-4, docs/protocol.md §7): then only the code is shown.
+    pub verification_uri: Option<String>,
     /// The user code as shown next to the QR: `XXXX-XXXX` for a Roger code in any spelling (R-QR-1, RFC 8628
     /// §6.1), another server's code verbatim.
     pub user_code_display: String,
@@ -250,7 +251,7 @@ pub enum PanelEvent {
     /// (docs/protocol.md §7): a code in another spelling or alphabet, a string `expires_in`, no
     /// `verification_uri_complete`, a narrowed scope, a malformed answer (refused and retried), or
     /// [`PeerViolation::ForeignQrOrigin`] (R-QR-4: the QR shows the canonical URI built from the configured API
-    /// origin instead, [`crate::qr::displayable_payload`]). Each kind is reported once per panel: log it at warn
+    /// origin instead, [`crate::qr::displayable`]). Each kind is reported once per panel: log it at warn
     /// level (it names the endpoint and the rule, never a value).
     PeerViolation(PeerReport),
     /// A user signed in (step 1 by QR, or a PIN login; PROTOCOL.md §8).
@@ -952,18 +953,18 @@ impl PanelSession {
         };
         let lifetime = Duration::from_secs(auth.expires_in);
         // R-QR-4: a payload on another origin (or for another code) is never displayed; the canonical URI is.
-        let (uri, refused) = crate::qr::displayable_payload(
+        let shown = crate::qr::displayable(
             auth.verification_uri_complete.as_ref(),
             &auth.verification_uri,
             &self.endpoints.api,
             &auth.user_code,
         );
-        if refused.is_some() {
-            self.report(PeerReport::tolerated(crate::device_authorization::ENDPOINT, PeerViolation::ForeignQrOrigin));
+        if shown.refused.is_some() {
+            self.report(PeerReport::refused(crate::device_authorization::ENDPOINT, PeerViolation::ForeignQrOrigin));
         }
         let qr = QrCode {
-            verification_uri_complete: uri,
-            verification_uri: auth.verification_uri.clone(),
+            verification_uri_complete: shown.qr,
+            verification_uri: shown.page,
             user_code_display: crate::user_code::format_for_display(auth.user_code.secret()),
             expires_at: after(now, lifetime),
             request_id: auth.request_id.clone(),
@@ -1457,7 +1458,7 @@ mod tests {
         let [PanelEvent::PeerViolation(r), PanelEvent::ShowQr(qr)] = ev.as_slice() else { panic!("{ev:?}") };
         assert_eq!(r.violation, PeerViolation::MissingVerificationUriComplete);
         assert_eq!(qr.verification_uri_complete, None);
-        assert_eq!(qr.verification_uri, format!("{API}/device"));
+        assert_eq!(qr.verification_uri, Some(format!("{API}/device")));
         assert_eq!(qr.user_code_display.len(), 9);
     }
 
@@ -1627,7 +1628,7 @@ mod tests {
         p.handle_response(t0, tx.id(), &resp(200, &foreign));
         let ev = events(&mut p);
         let [PanelEvent::PeerViolation(r), PanelEvent::ShowQr(qr)] = ev.as_slice() else { panic!("{ev:?}") };
-        assert_eq!(*r, PeerReport::tolerated(crate::device_authorization::ENDPOINT, PeerViolation::ForeignQrOrigin));
+        assert_eq!(*r, PeerReport::refused(crate::device_authorization::ENDPOINT, PeerViolation::ForeignQrOrigin));
         let uc = user_code(1);
         assert_eq!(qr.verification_uri_complete.as_ref().unwrap().secret(), format!("{API}/device?user_code={uc}"));
         assert_eq!(qr.user_code_display, format!("{}-{}", &uc[..4], &uc[4..]));
@@ -2370,7 +2371,7 @@ mod tests {
             assert!(crate::user_code::is_wire_form(&wire));
             // No payload from the server: no QR, the verification URI and the code in text (RFC 8628 §3.3).
             let Some(uri) = qr.verification_uri_complete.as_ref() else {
-                assert!(!qr.verification_uri.is_empty());
+                assert!(qr.verification_uri.as_deref().is_some_and(|p| p.starts_with(API)), "the page, on the API");
                 return;
             };
             assert!(uri.secret().ends_with(&format!("user_code={wire}")));

@@ -77,15 +77,11 @@ pub fn check_display_payload(
     verification_uri: &str,
     user_code: &UserCode,
 ) -> Result<(), QrError> {
+    same_origin(payload, api)?;
     let url = url::Url::parse(payload.trim()).map_err(|_| QrError::NotAUrl)?;
-    let expected = url::Url::parse(api).map_err(|_| QrError::NotAUrl)?.origin().ascii_serialization();
-    let found = url.origin().ascii_serialization();
-    if found != expected || !url.username().is_empty() || url.password().is_some() {
-        return Err(QrError::ForeignOrigin { expected, found });
-    }
     let page = url::Url::parse(verification_uri)
         .ok()
-        .filter(|v| v.origin().ascii_serialization() == expected)
+        .filter(|_| same_origin(verification_uri, api).is_ok())
         .map(|v| v.path().to_owned());
     if url.path() != VERIFICATION_PATH && page.as_deref() != Some(url.path()) {
         return Err(QrError::WrongPath);
@@ -106,27 +102,63 @@ pub fn check_display_payload(
     Ok(())
 }
 
-/// The QR payload an MFP displays for a code (R-QR-1, R-QR-4): the `verification_uri_complete` it received when
-/// [`check_display_payload`] accepts it; otherwise the canonical `{api}/device?user_code=…` built from the
-/// configured API origin and the answer's code (docs/protocol.md §3.7), together with the reason the received one was
-/// refused, which the caller reports as [`crate::PeerViolation::ForeignQrOrigin`]. A payload on another origin is
-/// thus never displayed, while the code itself (issued by the API) stays usable: the QR now points where the phone
-/// accepts it, and the user code beside it is unchanged.
-///
-/// An absent payload (the server omitted the OPTIONAL member, RFC 8628 §3.2) gives no QR at all: the panel shows the
-/// verification URI and the user code for manual entry (RFC 8628 §3.3), and the classifier has already noted
-/// [`crate::PeerViolation::MissingVerificationUriComplete`].
-pub fn displayable_payload(
+/// What an MFP shows for a code ([`displayable`]): the QR, the verification page as text, and why something the
+/// server sent was not shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Displayable {
+    /// The QR payload, if there is one to show.
+    pub qr: Option<VerificationUriComplete>,
+    /// The verification page to show in text (beside or instead of the QR), if it is on the API origin.
+    pub page: Option<String>,
+    /// Why a received payload or page was not shown (the caller reports [`crate::PeerViolation::ForeignQrOrigin`]).
+    pub refused: Option<QrError>,
+}
+
+/// What an MFP displays for a code (R-QR-1, R-QR-4, docs/protocol.md §7):
+/// * the QR: the `verification_uri_complete` it received when [`check_display_payload`] accepts it. A refused one
+///   (another origin, another code) is replaced by the canonical `{api}/device?user_code=…` built from the configured
+///   API origin (docs/protocol.md §3.7) when the code is a Roger code, so the QR points where the phone accepts it
+///   and the code itself (issued by the API) stays usable; a foreign code gets no QR, since that page would not
+///   exist on its server. No received payload (OPTIONAL in RFC 8628 §3.2) gives no QR either;
+/// * the page: `verification_uri` when it is on the API origin, for manual entry (RFC 8628 §3.3); a page on another
+///   origin, or not a URL, is not shown (the same R-QR-4 reasoning as for the QR, and never a `javascript:` or
+///   plain-HTTP link the API itself does not use). The user code is always shown.
+pub fn displayable(
     received: Option<&VerificationUriComplete>,
     verification_uri: &str,
     api: &str,
     user_code: &UserCode,
-) -> (Option<VerificationUriComplete>, Option<QrError>) {
-    let Some(uri) = received else { return (None, None) };
-    match check_display_payload(uri.secret(), api, verification_uri, user_code) {
-        Ok(()) => (Some(uri.clone()), None),
-        Err(e) => (Some(VerificationUriComplete::new(verification_uri_complete(api, user_code))), Some(e)),
+) -> Displayable {
+    let mut refused = None;
+    let qr = match received.map(|uri| (uri, check_display_payload(uri.secret(), api, verification_uri, user_code))) {
+        None => None,
+        Some((uri, Ok(()))) => Some(uri.clone()),
+        Some((_, Err(e))) => {
+            refused = Some(e);
+            crate::user_code::normalize(user_code.secret())
+                .is_ok()
+                .then(|| VerificationUriComplete::new(verification_uri_complete(api, user_code)))
+        }
+    };
+    let page = match same_origin(verification_uri, api) {
+        Ok(()) => Some(verification_uri.to_owned()),
+        Err(e) => {
+            refused.get_or_insert(e);
+            None
+        }
+    };
+    Displayable { qr, page, refused }
+}
+
+/// Whether `url` is on the origin of `api` (scheme, host and port; no user info).
+fn same_origin(url: &str, api: &str) -> Result<(), QrError> {
+    let url = url::Url::parse(url.trim()).map_err(|_| QrError::NotAUrl)?;
+    let expected = url::Url::parse(api).map_err(|_| QrError::NotAUrl)?.origin().ascii_serialization();
+    let found = url.origin().ascii_serialization();
+    if found != expected || !url.username().is_empty() || url.password().is_some() {
+        return Err(QrError::ForeignOrigin { expected, found });
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -157,8 +189,8 @@ mod tests {
         assert_eq!(parse("not a url", api), Err(QrError::NotAUrl));
     }
 
-    /// R-QR-4 (MFP side): only `{api}/device?user_code=<this code>` is displayed; anything else is replaced by
-    /// the canonical payload and the refusal is returned.
+    /// R-QR-4 (MFP side): only a payload on the API origin for this code is displayed; anything else is replaced by
+    /// the canonical payload (Roger codes) or by none (foreign codes), and the refusal is returned.
     #[test]
     fn display_payload_on_api_origin_only() {
         let api = "https://eu.roger.example";
@@ -166,22 +198,40 @@ mod tests {
         let own = VerificationUriComplete::new("https://eu.roger.example/device?user_code=WDJBMJHT");
         let canonical = "https://eu.roger.example/device?user_code=WDJBMJHT";
         let page = "https://eu.roger.example/device";
-        let (shown, refused) = displayable_payload(Some(&own), page, api, &code);
-        assert_eq!((shown.as_ref().map(|s| s.secret()), refused), (Some(own.secret()), None));
-        // Absent (RFC 8628 §3.2 OPTIONAL): no QR, nothing refused; the panel shows the URI and the code.
-        assert_eq!(displayable_payload(None, page, api, &code), (None, None));
+        let shown = |received: Option<&VerificationUriComplete>, page: &str, code: &UserCode| {
+            let d = displayable(received, page, api, code);
+            (d.qr.map(|q| q.secret().to_owned()), d.page, d.refused)
+        };
+        let ok = |qr: &str| (Some(qr.to_owned()), Some(page.to_owned()), None);
+        assert_eq!(shown(Some(&own), page, &code), ok(own.secret()));
+        // Absent (RFC 8628 §3.2 OPTIONAL): no QR, nothing refused; the panel shows the page and the code.
+        assert_eq!(shown(None, page, &code), (None, Some(page.to_owned()), None));
         // The received spelling is kept when it is the same code (RFC 8628 §6.1 normalisation), whichever side
         // carries the separators.
         let spelled = VerificationUriComplete::new("https://eu.roger.example:443/device?user_code=wdjb-mjht");
-        assert_eq!(displayable_payload(Some(&spelled), page, api, &code), (Some(spelled.clone()), None));
-        let hyphenated = UserCode::new("WDJB-MJHT");
-        assert_eq!(displayable_payload(Some(&own), page, api, &hyphenated), (Some(own.clone()), None));
+        assert_eq!(shown(Some(&spelled), page, &code), ok(spelled.secret()));
+        assert_eq!(shown(Some(&own), page, &UserCode::new("WDJB-MJHT")), ok(own.secret()));
         // A foreign server's code and verification page on the API origin (oidc-provider, Keycloak).
         let foreign = UserCode::new("BCE3-88D0");
-        let theirs = VerificationUriComplete::new("https://eu.roger.example/realms/x/device?user_code=BCE3-88D0");
-        let (shown, refused) =
-            displayable_payload(Some(&theirs), "https://eu.roger.example/realms/x/device", api, &foreign);
-        assert_eq!((shown, refused), (Some(theirs), None));
+        let their_page = "https://eu.roger.example/realms/x/device";
+        let theirs = VerificationUriComplete::new(format!("{their_page}?user_code=BCE3-88D0"));
+        assert_eq!(
+            shown(Some(&theirs), their_page, &foreign),
+            (Some(theirs.secret().to_owned()), Some(their_page.to_owned()), None)
+        );
+        // A foreign code whose page is on another host (Google): neither its QR nor its page is shown, and no
+        // canonical QR either (that page would not exist there): the code alone, and the refusal.
+        let google = UserCode::new("QCP-GZV-LGZ");
+        let elsewhere = VerificationUriComplete::new("https://www.google.com/device?user_code=QCP-GZV-LGZ");
+        let (qr, page_shown, refused) = shown(Some(&elsewhere), "https://www.google.com/device", &google);
+        assert_eq!((qr, page_shown), (None, None));
+        assert!(matches!(refused, Some(QrError::ForeignOrigin { .. })));
+        // A page that is not HTTPS on the API origin, or not a link at all, is never shown.
+        for bad_page in ["http://eu.roger.example/device", "javascript:alert(1)", "https://phish.example/device"] {
+            let d = displayable(None, bad_page, api, &code);
+            assert_eq!(d.page, None, "{bad_page}");
+            assert!(d.refused.is_some(), "{bad_page}");
+        }
         for (bad, why) in [
             ("https://phish.example/device?user_code=WDJBMJHT", "foreign"),
             ("http://eu.roger.example/device?user_code=WDJBMJHT", "foreign"),
@@ -192,7 +242,8 @@ mod tests {
             ("javascript:alert(1)", "foreign"),
             ("no url at all", "url"),
         ] {
-            let (shown, refused) = displayable_payload(Some(&VerificationUriComplete::new(bad)), page, api, &code);
+            let d = displayable(Some(&VerificationUriComplete::new(bad)), page, api, &code);
+            let (shown, refused) = (d.qr, d.refused);
             assert_eq!(shown.as_ref().map(|s| s.secret()), Some(canonical), "{bad}");
             let refused = refused.unwrap_or_else(|| panic!("{bad} was accepted"));
             let kind = match refused {
@@ -214,9 +265,10 @@ mod tests {
             let code: String = idx.iter().map(|i| crate::user_code::ALPHABET[*i] as char).collect();
             let code = UserCode::new(code);
             let received = received.map(VerificationUriComplete::new);
-            let (shown, _) = displayable_payload(received.as_ref(), "https://h.example:8443/device", api, &code);
-            prop_assert_eq!(shown.is_some(), received.is_some());
-            if let Some(shown) = shown {
+            let d = displayable(received.as_ref(), "https://h.example:8443/device", api, &code);
+            prop_assert_eq!(d.qr.is_some(), received.is_some());
+            prop_assert_eq!(d.page.as_deref(), Some("https://h.example:8443/device"));
+            if let Some(shown) = d.qr {
                 prop_assert_eq!(parse(shown.secret(), api), Ok(code));
             }
         }

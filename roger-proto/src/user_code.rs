@@ -90,12 +90,14 @@ pub fn classify_server_code(code: &str) -> ServerCodeForm {
     if is_wire_form(code) {
         return ServerCodeForm::Wire;
     }
+    // A Roger code in any spelling is shown rebuilt as `XXXX-XXXX`, so whatever separators it came with (a tab,
+    // padding) never reach the panel.
+    if normalize(code).is_ok() {
+        return ServerCodeForm::RogerSpelling;
+    }
     let shown = code.trim();
     if shown.is_empty() || shown.chars().count() > MAX_FOREIGN_LENGTH || shown.chars().any(char::is_control) {
-        return ServerCodeForm::Unusable;
-    }
-    if normalize(shown).is_ok() {
-        ServerCodeForm::RogerSpelling
+        ServerCodeForm::Unusable
     } else {
         ServerCodeForm::Foreign
     }
@@ -169,7 +171,8 @@ mod tests {
     #[test]
     fn server_code_forms() {
         assert_eq!(classify_server_code("WDJBMJHT"), ServerCodeForm::Wire);
-        for roger in ["WDJB-MJHT", "wdjb-mjht", "WDJB MJHT", "wdjbmjht"] {
+        let padded = format!("WDJB{}MJHT", " ".repeat(MAX_FOREIGN_LENGTH));
+        for roger in ["WDJB-MJHT", "wdjb-mjht", "WDJB MJHT", "wdjbmjht", "WDJB\tMJHT", padded.as_str()] {
             assert_eq!(classify_server_code(roger), ServerCodeForm::RogerSpelling, "{roger}");
         }
         for foreign in ["BCE3-88D0", "BPPVYQZMA", "QCP-GZV-LGZ", "123456", "ÄÖÜ-1"] {

@@ -256,24 +256,7 @@ pub fn auth_param(challenge: &str, name: &str) -> Option<String> {
 /// Deserialises a lifetime in seconds that servers send as a number or, wrongly but commonly, as a string
 /// (`"expires_in":"3600"`). Negative or fractional numbers are clamped/truncated; other types are an error.
 pub fn lenient_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        U(u64),
-        I(i64),
-        F(f64),
-        S(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::U(u) => Ok(u),
-        Raw::I(i) => Ok(i.max(0) as u64),
-        Raw::F(f) if f.is_finite() => Ok(f.max(0.0) as u64),
-        Raw::F(_) => Err(serde::de::Error::custom("lifetime is not a finite number")),
-        Raw::S(s) => s
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| serde::de::Error::custom("lifetime string is not a whole number of seconds")),
-    }
+    LenientSeconds::deserialize(d).map(|l| l.secs)
 }
 
 /// A lifetime in seconds read like [`lenient_seconds`], remembering whether it came as a string, so that a

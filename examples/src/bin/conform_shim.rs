@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use roger_examples::transfer::{download, idempotency_key, send_retrying, upload, UPLOAD_CHUNK};
-use roger_examples::{driver, load, store_atomically, transport, warning};
+use roger_examples::{driver, load, store_atomically, transport};
 use roger_proto::api::{self, JobOutcome, JobResult, JobSource, ReleaseAnswer as ApiRelease};
 use roger_proto::api::{ReleaseRequest, ScanComplete, ScanCreate};
 use roger_proto::discovery::TransportPolicy;
@@ -172,11 +172,6 @@ fn on_event(panel: &Panel, state_dir: &std::path::Path, client: &MfpClient, ev: 
             registration = Some(Shown { qr, user_code: user_code_display.clone() });
             log("registration: showing a QR code and its user code");
         }
-        // What the machines read past or refused (docs/protocol.md §7): a warning in the log, once per kind, naming
-        // the endpoint and the rule, never a value. Your firmware: its own log at warn level.
-        MfpEvent::Lifecycle(LifecycleEvent::PeerViolation(r)) | MfpEvent::Panel(PanelEvent::PeerViolation(r)) => {
-            log(warning(r))
-        }
         MfpEvent::Lifecycle(LifecycleEvent::Registered { device_id, .. }) => log(format!("registered as {device_id}")),
         MfpEvent::Lifecycle(LifecycleEvent::RegistrationFailed(why)) => log(format!("registration failed: {why:?}")),
         MfpEvent::Lifecycle(LifecycleEvent::Disconnected(why)) => log(format!("disconnected: {why:?}")),
@@ -259,7 +254,9 @@ impl Printer {
         snapshot.refresh(&client);
         let panel: Panel = Arc::new(watch::channel(snapshot).0);
         let (inputs, mut rx) = mpsc::channel(16);
-        let (p, dir, driver) = (panel.clone(), cfg.state_dir.clone(), Driver::new(transport));
+        // The runner's driver writes each deviation of the server to the log as a warning, once per kind
+        // (docs/protocol.md §7): the endpoint and the rule, never a value. Your firmware: its own log at warn level.
+        let (p, dir, driver) = (panel.clone(), cfg.state_dir.clone(), driver(transport));
         let runner = tokio::spawn(async move {
             // An unregistered printer waits for `register` (PROTOCOL.md §13); run_mfp then starts the device grant.
             if client.connection.state() == ConnectionState::Unregistered {

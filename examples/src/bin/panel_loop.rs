@@ -23,7 +23,7 @@
 
 use std::process::ExitCode;
 
-use roger_examples::{driver, exit_code, load, parse_printer_args, store_atomically, transport, warning, PrinterArgs};
+use roger_examples::{driver, exit_code, load, parse_printer_args, store_atomically, transport, PrinterArgs};
 use roger_proto::driver::mfp::{MfpClient, MfpEvent, MfpInput};
 use roger_proto::driver::Clock;
 use roger_proto::lifecycle::{Connection, ConnectionState, LifecycleConfig, LifecycleEvent};
@@ -66,7 +66,7 @@ async fn run(args: PrinterArgs) -> Result<(), String> {
                 match &qr.verification_uri_complete {
                     Some(uri) => println!("Scan to sign in: {}", uri.secret()),
                     // No verification_uri_complete from the server: no QR (docs/protocol.md §7).
-                    None => println!("Open {} to sign in", qr.verification_uri),
+                    None => println!("Open {} to sign in", qr.verification_uri.as_deref().unwrap_or("the Roger app")),
                 }
                 println!("or enter the code {} at the verification page", qr.user_code_display);
                 shown_first_qr = true;
@@ -88,10 +88,8 @@ async fn run(args: PrinterArgs) -> Result<(), String> {
             eprintln!("the printer was disconnected from its tenant");
             let _ = inputs_tx.try_send(MfpInput::Stop);
         }
-        // What the panel read past or refused (docs/protocol.md §7): a warning, once per kind.
-        MfpEvent::Lifecycle(LifecycleEvent::PeerViolation(r)) | MfpEvent::Panel(PanelEvent::PeerViolation(r)) => {
-            eprintln!("{}", warning(r))
-        }
+        // Written to stderr as warnings by the driver's sink, once per kind (docs/protocol.md §7).
+        MfpEvent::Lifecycle(LifecycleEvent::PeerViolation(_)) | MfpEvent::Panel(PanelEvent::PeerViolation(_)) => {}
         other => eprintln!("{other:?}"),
     };
     let outcome = tokio::time::timeout(args.timeout, driver.run_mfp(&mut client, &mut inputs, on_event)).await;

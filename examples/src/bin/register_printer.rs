@@ -69,7 +69,10 @@ async fn run(args: PrinterArgs) -> Result<(), String> {
                     // verification_uri_complete gets no QR: the page and the code (docs/protocol.md §7).
                     match verification_uri_complete {
                         Some(qr) => println!("Scan to register this printer: {}", qr.secret()),
-                        None => println!("Open {verification_uri} to register this printer"),
+                        None => println!(
+                            "Open {} to register this printer",
+                            verification_uri.as_deref().unwrap_or("the Roger app")
+                        ),
                     }
                     println!("or enter the code {user_code_display} at the verification page");
                 }

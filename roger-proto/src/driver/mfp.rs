@@ -167,7 +167,8 @@ impl MfpClient {
 
 impl<T: HttpTransport, C: Clock> Driver<T, C> {
     /// Runs the printer until [`MfpInput::Stop`] arrives or the input channel closes, reporting events to
-    /// `on_event`. Starts a registration when the printer is unregistered.
+    /// `on_event` (and the deviations of the server, once per kind, to the driver's report sink,
+    /// [`Driver::on_peer_report`]). Starts a registration when the printer is unregistered.
     pub async fn run_mfp(
         &self,
         client: &mut MfpClient,
@@ -222,6 +223,12 @@ impl<T: HttpTransport, C: Clock> Driver<T, C> {
                 }
             }
             for ev in events.drain(..) {
+                // Deviations of the server go to the driver's report sink too, once per kind (docs/protocol.md §7).
+                if let MfpEvent::Lifecycle(LifecycleEvent::PeerViolation(r))
+                | MfpEvent::Panel(PanelEvent::PeerViolation(r)) = &ev
+                {
+                    self.report(*r);
+                }
                 on_event(client, &ev);
             }
 

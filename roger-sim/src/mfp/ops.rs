@@ -366,11 +366,14 @@ impl Core {
         Ok(resp)
     }
 
-    /// Reports what an answer was read past (docs/protocol.md §7), once per kind.
-    fn report_notes(&self, endpoint: &'static str, notes: PeerViolations) {
-        for v in notes.iter() {
-            self.api.report(PeerReport::tolerated(endpoint, v));
-        }
+    /// Reports what a classifier noted or refused (docs/protocol.md §7), once per kind, and passes its value on.
+    fn noted<T>(
+        &self,
+        endpoint: &'static str,
+        result: Result<(T, PeerViolations), ResponseError>,
+    ) -> Result<T, ResponseError> {
+        PeerReport::of_result(endpoint, &result).for_each(|r| self.api.report(r));
+        result.map(|(value, _)| value)
     }
 
     // -----------------------------------------------------------------------------------------------------------
@@ -430,8 +433,7 @@ impl Core {
         let api_base = self.endpoints.api.clone();
         let resp = self.with_user_token(Need::Release, |t| api::list_jobs(&api_base, t), Retry::Idempotent).await?;
         // One bad job never hides the others (docs/protocol.md §7).
-        let (list, notes) = api::classify_job_list(&resp)?;
-        self.report_notes(api::JOBS_ENDPOINT, notes);
+        let list = self.noted(api::JOBS_ENDPOINT, api::classify_job_list(&resp))?;
         let mut cache = lock(&self.jobs_cache);
         for j in &list.jobs {
             cache.insert(j.id.clone(), j.clone());
@@ -463,8 +465,7 @@ impl Core {
             404 => Err(MfpError::NotFound(format!("job {job_id}"))),
             409 => Err(MfpError::Conflict(format!("job {job_id} cannot be released (already printed?)"))),
             _ => {
-                let (answer, notes) = api::classify_release(&resp)?;
-                self.report_notes(api::RELEASE_ENDPOINT, notes);
+                let answer = self.noted(api::RELEASE_ENDPOINT, api::classify_release(&resp))?;
                 Ok(answer)
             }
         }
@@ -598,8 +599,7 @@ impl Core {
                 Retry::Idempotent,
             )
             .await?;
-        let (list, notes) = api::classify_drive_files(&resp)?;
-        self.report_notes(api::DRIVE_FILES_ENDPOINT, notes);
+        let list = self.noted(api::DRIVE_FILES_ENDPOINT, api::classify_drive_files(&resp))?;
         Ok(list.files)
     }
 
@@ -628,8 +628,7 @@ impl Core {
         let resp = self
             .with_user_token(Need::Scope(scope::SCAN), |t| api::list_scan_profiles(&api_base, t), Retry::Idempotent)
             .await?;
-        let (list, notes) = api::classify_scan_profiles(&resp)?;
-        self.report_notes(api::SCAN_PROFILES_ENDPOINT, notes);
+        let list = self.noted(api::SCAN_PROFILES_ENDPOINT, api::classify_scan_profiles(&resp))?;
         Ok(list.profiles)
     }
 
@@ -644,11 +643,7 @@ impl Core {
         let created: ScanCreated = match resp.status().as_u16() {
             404 => return Err(MfpError::NotFound(format!("scan profile {profile_id}"))),
             409 => return Err(MfpError::Conflict("the user's drive is not connected".into())),
-            _ => {
-                let (created, notes) = api::classify_scan_created(&resp)?;
-                self.report_notes(api::SCANS_ENDPOINT, notes);
-                created
-            }
+            _ => self.noted(api::SCANS_ENDPOINT, api::classify_scan_created(&resp))?,
         };
         let pages = 2;
         let doc = fake_scan(&created.scan_id, profile_id, pages);

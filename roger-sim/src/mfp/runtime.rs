@@ -88,8 +88,8 @@ pub(crate) struct Shown {
     /// The QR payload; `None` when the server sent no `verification_uri_complete` (docs/protocol.md §7): no QR,
     /// the verification URI and the code in text.
     pub payload: Option<String>,
-    /// The verification page the server named.
-    pub verification_uri: String,
+    /// The verification page to show in text; `None` when the server named one on another origin (R-QR-4).
+    pub verification_uri: Option<String>,
     pub user_code: String,
     pub request_id: Option<String>,
 }
@@ -281,7 +281,10 @@ impl Core {
             // No `verification_uri_complete` from the server (RFC 8628 §3.2 OPTIONAL): no QR; the user opens the
             // page and types the code (RFC 8628 §3.3, docs/protocol.md §7).
             if self.config.terminal_qr {
-                println!("\n{title}\nopen {} and enter the code {user_code}\n", shown.verification_uri);
+                match &shown.verification_uri {
+                    Some(page) => println!("\n{title}\nopen {page} and enter the code {user_code}\n"),
+                    None => println!("\n{title}\nenter the code {user_code} in the Roger app\n"),
+                }
             }
             self.clear_code();
             return None;
@@ -366,8 +369,8 @@ impl Core {
                         }
                     ));
                 }
-                // Through the driver's sink: each kind once per printer, whichever machine saw it.
-                LifecycleEvent::PeerViolation(r) => self.api.report(*r),
+                // Reported by the runner's driver (its sink narrates and warns), once per kind.
+                LifecycleEvent::PeerViolation(_) => {}
                 other => lines.push(format!("lifecycle: {other:?}")),
             },
             MfpEvent::Panel(pe) => match pe {
@@ -407,7 +410,7 @@ impl Core {
                     lines.push(format!("the session ended ({reason:?}); back to the QR code"));
                 }
                 PanelEvent::LoggedOut => lines.push("logged out; user tokens revoked (RFC 7009)".into()),
-                PanelEvent::PeerViolation(r) => self.api.report(*r),
+                PanelEvent::PeerViolation(_) => {}
                 other => lines.push(format!("panel: {other:?}")),
             },
             MfpEvent::PinRefused(e) => {
@@ -567,7 +570,10 @@ impl Instance {
             }
         ));
 
-        let runner_driver = Driver::new(transport).request_timeout(config.request_timeout);
+        let sink_log = core.log.clone();
+        let runner_driver = Driver::new(transport)
+            .request_timeout(config.request_timeout)
+            .on_peer_report(move |r| sink_log.say(peer_report(r)));
         let runner = tokio::spawn(run_runner(core.clone(), runner_driver, client, rx));
         let mut tasks = vec![
             tokio::spawn(super::handover::serve(core.clone(), listener)),
@@ -674,11 +680,9 @@ async fn run_publisher(core: Arc<Core>) {
             let due = published.as_deref() != Some(device.as_str()) || reread;
             if due {
                 core.update(|s| s.reread_device = false);
-                let result = if published.as_deref() == Some(device.as_str()) {
-                    core.reread_device().await
-                } else {
-                    core.publish_job_url().await.map(|()| true)
-                };
+                let publishing = published.as_deref() != Some(device.as_str());
+                let result =
+                    if publishing { core.publish_job_url().await.map(|()| true) } else { core.reread_device().await };
                 match result {
                     Ok(changed) => {
                         failures = 0;
@@ -687,7 +691,8 @@ async fn run_publisher(core: Arc<Core>) {
                             core.say(format!("job endpoint published for hand-overs: {}", core.job_url));
                         }
                     }
-                    Err(MfpError::Api(e)) if matches!(e.status(), 404 | 405) => {
+                    // Only the PUT is the optional extension: a 404 on `GET /api/v1/device` is an error like any.
+                    Err(MfpError::Api(e)) if publishing && matches!(e.status(), 404 | 405) => {
                         // An optional extension this server does not offer: noted once, not asked again until a
                         // restart or a reconnect (docs/protocol.md §7). Desktop hand-overs cannot reach this
                         // printer; drive jobs and scans are unaffected.
