@@ -310,15 +310,9 @@ async fn deviation_foreign_user_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deviation_verification_url() {
-    let r = deviation(
-        24,
-        Deviation::VerificationUrl,
-        &[DEVICE_AUTHORIZATION],
-        CODE_CASES,
-        &[(DA_ANSWER, Verdict::Info)],
-        &[],
-    )
-    .await;
+    // `verification_uri` is REQUIRED (RFC 8628 §3.2): the answer case FAILs, and only it; the kit's own moves read
+    // `verification_url` (docs/protocol.md §7), so nothing else cascades.
+    let r = deviation(24, Deviation::VerificationUrl, &[DEVICE_AUTHORIZATION], CODE_CASES, &[], &[DA_ANSWER]).await;
     assert!(r.cases.iter().any(|c| c.id == DA_ANSWER && c.reason.contains("verification_url")));
 }
 
