@@ -172,7 +172,7 @@ mod tests {
     fn server_code_forms() {
         assert_eq!(classify_server_code("WDJBMJHT"), ServerCodeForm::Wire);
         let padded = format!("WDJB{}MJHT", " ".repeat(MAX_FOREIGN_LENGTH));
-        for roger in ["WDJB-MJHT", "wdjb-mjht", "WDJB MJHT", "wdjbmjht", "WDJB\tMJHT", padded.as_str()] {
+        for roger in ["WDJB-MJHT", "wdjb-mjht", "WDJB MJHT", "wdjbmjht", "WDJB\tMJHT", "bcd.fghW\nk", padded.as_str()] {
             assert_eq!(classify_server_code(roger), ServerCodeForm::RogerSpelling, "{roger}");
         }
         for foreign in ["BCE3-88D0", "BPPVYQZMA", "QCP-GZV-LGZ", "123456", "ÄÖÜ-1"] {
