@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Approves a user code on a roger-sim server as the tenant admin, the way the phone app does (PROTOCOL.md §4:
-authorization code + PKCE S256 through the login form with its CSRF token; then POST /api/v1/codes/approve).
+"""Approves a user code on a roger-sim server as the tenant admin, the way the phone app does (docs/protocol.md §3.4:
+authorization code + PKCE S256 through the login form with its CSRF token; then POST /api/v1/codes/approve, §3.11).
 Standard library only. Usage: approve-code.py API_ORIGIN USER_CODE [USER PASSWORD]"""
 import json, re, sys, urllib.request, urllib.parse, http.cookiejar, hashlib, base64, time
 api = sys.argv[1]; code = sys.argv[2]
