@@ -542,6 +542,17 @@ impl PeerReport {
         };
         notes.iter().map(move |v| Self { endpoint, violation: v, action: v.action() }).chain(refused)
     }
+
+    /// The value of a classifier's result, after handing each of its reports ([`Self::of_result`]) to `report`
+    /// (a machine's once-per-kind queue, a driver's sink).
+    pub fn unpack<T>(
+        endpoint: &'static str,
+        result: Result<(T, PeerViolations), ResponseError>,
+        report: impl FnMut(PeerReport),
+    ) -> Result<T, ResponseError> {
+        Self::of_result(endpoint, &result).for_each(report);
+        result.map(|(value, _)| value)
+    }
 }
 
 impl fmt::Display for PeerReport {

@@ -31,7 +31,7 @@ use http::{Request, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::device_authorization::{DeviceAuthorizationRequest, DeviceAuthorizationResponse};
-use crate::error::{OAuthErrorCode, PeerReport, PeerViolation, PeerViolations, ReportOnce, ResponseError};
+use crate::error::{OAuthErrorCode, PeerReport, PeerViolation, ReportOnce, ResponseError};
 use crate::metadata::Endpoints;
 use crate::poller::{DevicePoller, PollResult, PollerConfig};
 use crate::secret::{AccessToken, RefreshToken, VerificationUriComplete};
@@ -466,7 +466,7 @@ impl Connection {
             InFlight::None => {}
             InFlight::Code => {
                 let result = crate::device_authorization::classify_noted(response);
-                let result = self.noted(crate::device_authorization::ENDPOINT, result);
+                let result = PeerReport::unpack(crate::device_authorization::ENDPOINT, result, |r| self.report(r));
                 self.on_code(now, result)
             }
             InFlight::Poll => {
@@ -478,25 +478,13 @@ impl Connection {
             }
             InFlight::Refresh => {
                 let result = crate::token::classify_noted(response);
-                let result = self.noted(crate::token::ENDPOINT, result);
+                let result = PeerReport::unpack(crate::token::ENDPOINT, result, |r| self.report(r));
                 if matches!(&result, Ok(t) if t.refresh_token.is_none()) {
                     self.report(PeerReport::tolerated(crate::token::ENDPOINT, PeerViolation::RefreshNotRotated));
                 }
                 self.on_refresh(now, result)
             }
         }
-    }
-
-    /// Reports what a classifier noted or refused (once per kind) and passes its value on.
-    fn noted<T>(
-        &mut self,
-        endpoint: &'static str,
-        result: Result<(T, PeerViolations), ResponseError>,
-    ) -> Result<T, ResponseError> {
-        for r in PeerReport::of_result(endpoint, &result) {
-            self.report(r);
-        }
-        result.map(|(value, _)| value)
     }
 
     fn report(&mut self, r: PeerReport) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 
 use crate::device_authorization::{DeviceAuthorizationRequest, DeviceAuthorizationResponse};
-use crate::error::{OAuthErrorCode, PeerReport, PeerViolation, PeerViolations, ReportOnce, ResponseError};
+use crate::error::{OAuthErrorCode, PeerReport, PeerViolation, ReportOnce, ResponseError};
 use crate::metadata::Endpoints;
 use crate::poller::{DevicePoller, PollResult, PollerConfig, PollerEvent};
 use crate::revocation::RevocationRequest;
@@ -710,14 +710,14 @@ impl PanelSession {
     pub fn handle_response(&mut self, now: Instant, id: PanelRequestId, response: &Response<Vec<u8>>) {
         if self.code_request.is_some_and(|s| s.is(id)) {
             let result = crate::device_authorization::classify_noted(response);
-            let result = self.noted(crate::device_authorization::ENDPOINT, result);
+            let result = PeerReport::unpack(crate::device_authorization::ENDPOINT, result, |r| self.report(r));
             self.on_code_answer(now, result);
         } else if let Some(c) = self.code_polled_by(id) {
             c.poll = None;
             c.poller.handle_response(now, response);
         } else if self.password.as_ref().is_some_and(|p| p.slot.is(id)) {
             let result = crate::token::classify_noted(response);
-            let result = self.noted(crate::token::ENDPOINT, result);
+            let result = PeerReport::unpack(crate::token::ENDPOINT, result, |r| self.report(r));
             self.on_password_answer(now, result);
         } else if let Some(pos) = self.revocations.iter().position(|r| r.slot.is(id)) {
             let result = crate::revocation::classify(response);
@@ -875,18 +875,6 @@ impl PanelSession {
 
     // ---------------------------------------------------------------------------------------------------------
     // Internals
-
-    /// Reports what a classifier noted or refused (once per kind) and passes its value on.
-    fn noted<T>(
-        &mut self,
-        endpoint: &'static str,
-        result: Result<(T, PeerViolations), ResponseError>,
-    ) -> Result<T, ResponseError> {
-        for r in PeerReport::of_result(endpoint, &result) {
-            self.report(r);
-        }
-        result.map(|(value, _)| value)
-    }
 
     fn report(&mut self, r: PeerReport) {
         if self.reported.first(&r) {

@@ -300,11 +300,9 @@ impl DevicePoller {
         if self.phase != Phase::InFlight {
             return;
         }
-        let result = crate::token::classify_noted(response);
-        for r in PeerReport::of_result(crate::token::ENDPOINT, &result) {
-            self.report(r);
-        }
-        self.handle_outcome(now, PollOutcome::from_result(result.map(|(t, _)| t)));
+        let result =
+            PeerReport::unpack(crate::token::ENDPOINT, crate::token::classify_noted(response), |r| self.report(r));
+        self.handle_outcome(now, PollOutcome::from_result(result));
     }
 
     fn report(&mut self, r: PeerReport) {

@@ -42,25 +42,11 @@ pub fn verification_uri_complete(api: &str, user_code: &UserCode) -> String {
 /// Reads a scanned QR: checks its origin against the configured API origin (R-QR-4, compared as origins:
 /// scheme, host and port) and the path, and returns the normalised user code (RFC 8628 §6.1).
 pub fn parse(payload: &str, expected_api: &str) -> Result<UserCode, QrError> {
-    let url = url::Url::parse(payload.trim()).map_err(|_| QrError::NotAUrl)?;
-    let expected = url::Url::parse(expected_api).map_err(|_| QrError::NotAUrl)?.origin().ascii_serialization();
-    let found = url.origin().ascii_serialization();
-    if found != expected || !url.username().is_empty() || url.password().is_some() {
-        return Err(QrError::ForeignOrigin { expected, found });
-    }
+    let url = on_origin(payload, expected_api)?;
     if url.path() != VERIFICATION_PATH {
         return Err(QrError::WrongPath);
     }
-    let mut code = None;
-    for (k, v) in url.query_pairs() {
-        if k == "user_code" {
-            if code.is_some() {
-                return Err(QrError::BadUserCode("user_code appears twice".into()));
-            }
-            code = Some(v.into_owned());
-        }
-    }
-    let code = code.ok_or_else(|| QrError::BadUserCode("missing".into()))?;
+    let code = user_code_param(&url)?;
     let normalised = crate::user_code::normalize(&code).map_err(|e| QrError::BadUserCode(e.to_string()))?;
     Ok(UserCode::new(normalised))
 }
@@ -77,25 +63,12 @@ pub fn check_display_payload(
     verification_uri: &str,
     user_code: &UserCode,
 ) -> Result<(), QrError> {
-    same_origin(payload, api)?;
-    let url = url::Url::parse(payload.trim()).map_err(|_| QrError::NotAUrl)?;
-    let page = url::Url::parse(verification_uri)
-        .ok()
-        .filter(|_| same_origin(verification_uri, api).is_ok())
-        .map(|v| v.path().to_owned());
+    let url = on_origin(payload, api)?;
+    let page = on_origin(verification_uri, api).ok().map(|v| v.path().to_owned());
     if url.path() != VERIFICATION_PATH && page.as_deref() != Some(url.path()) {
         return Err(QrError::WrongPath);
     }
-    let mut carried = None;
-    for (k, v) in url.query_pairs() {
-        if k == "user_code" {
-            if carried.is_some() {
-                return Err(QrError::BadUserCode("user_code appears twice".into()));
-            }
-            carried = Some(v.into_owned());
-        }
-    }
-    let carried = carried.ok_or_else(|| QrError::BadUserCode("missing".into()))?;
+    let carried = user_code_param(&url)?;
     if crate::user_code::canonical(&carried) != crate::user_code::canonical(user_code.secret()) {
         return Err(QrError::OtherUserCode);
     }
@@ -140,8 +113,8 @@ pub fn displayable(
                 .then(|| VerificationUriComplete::new(verification_uri_complete(api, user_code)))
         }
     };
-    let page = match same_origin(verification_uri, api) {
-        Ok(()) => Some(verification_uri.to_owned()),
+    let page = match on_origin(verification_uri, api) {
+        Ok(_) => Some(verification_uri.to_owned()),
         Err(e) => {
             refused.get_or_insert(e);
             None
@@ -150,15 +123,29 @@ pub fn displayable(
     Displayable { qr, page, refused }
 }
 
-/// Whether `url` is on the origin of `api` (scheme, host and port; no user info).
-fn same_origin(url: &str, api: &str) -> Result<(), QrError> {
+/// `url`, parsed, if it is on the origin of `api` (R-QR-4: scheme, host and port; no user info).
+fn on_origin(url: &str, api: &str) -> Result<url::Url, QrError> {
     let url = url::Url::parse(url.trim()).map_err(|_| QrError::NotAUrl)?;
     let expected = url::Url::parse(api).map_err(|_| QrError::NotAUrl)?.origin().ascii_serialization();
     let found = url.origin().ascii_serialization();
     if found != expected || !url.username().is_empty() || url.password().is_some() {
         return Err(QrError::ForeignOrigin { expected, found });
     }
-    Ok(())
+    Ok(url)
+}
+
+/// The one `user_code` query parameter of a QR payload (RFC 8628 §3.3.1).
+fn user_code_param(url: &url::Url) -> Result<String, QrError> {
+    let mut code = None;
+    for (k, v) in url.query_pairs() {
+        if k == "user_code" {
+            if code.is_some() {
+                return Err(QrError::BadUserCode("user_code appears twice".into()));
+            }
+            code = Some(v.into_owned());
+        }
+    }
+    code.ok_or_else(|| QrError::BadUserCode("missing".into()))
 }
 
 #[cfg(test)]

@@ -228,9 +228,11 @@ impl Desktop {
             .to_http(&self.app.endpoints().device_authorization, None)
             .map_err(|e| AppError::Setup(e.to_string()))?;
         let resp = self.app.send("desktop login code", http).await?;
-        let result = device_authorization::classify_noted(&resp);
-        self.app.report(device_authorization::ENDPOINT, &result);
-        let (answer, _) = result.map_err(|source| AppError::Server { what: "desktop login code", source })?;
+        let answer = self
+            .app
+            .driver()
+            .noted(device_authorization::ENDPOINT, device_authorization::classify_noted(&resp))
+            .map_err(|source| AppError::Server { what: "desktop login code", source })?;
         let poller = DevicePoller::new(Instant::now(), &answer, client_id::DESKTOP, PollerConfig::default());
         Ok(PendingLogin { answer, poller })
     }
@@ -353,9 +355,11 @@ impl Desktop {
             })
             .await?;
         // Item by item (docs/protocol.md §7).
-        let result = api::classify_job_list(&resp);
-        self.app.report(api::JOBS_ENDPOINT, &result);
-        let (list, _) = result.map_err(|source| AppError::Server { what: "released jobs", source })?;
+        let list = self
+            .app
+            .driver()
+            .noted(api::JOBS_ENDPOINT, api::classify_job_list(&resp))
+            .map_err(|source| AppError::Server { what: "released jobs", source })?;
         Ok(list.jobs)
     }
 

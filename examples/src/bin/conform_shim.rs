@@ -40,7 +40,6 @@ use roger_proto::discovery::TransportPolicy;
 use roger_proto::driver::mfp::{MfpClient, MfpEvent, MfpInput};
 use roger_proto::driver::reqwest_transport::ReqwestTransport;
 use roger_proto::driver::Driver;
-use roger_proto::error::PeerReport;
 use roger_proto::lifecycle::{Connection, ConnectionState, LifecycleConfig, LifecycleEvent};
 use roger_proto::metadata::Endpoints;
 use roger_proto::panel::{PanelConfig, PanelEvent, PanelState as Machine};
@@ -366,9 +365,8 @@ impl Printer {
             Err(a) => return a,
         };
         // Item by item: one job without a needed member never hides the others (docs/protocol.md §7).
-        match api::classify_job_list(&resp) {
-            Ok((list, notes)) => {
-                notes.iter().for_each(|v| self.api.report(PeerReport::tolerated(api::JOBS_ENDPOINT, v)));
+        match self.api.noted(api::JOBS_ENDPOINT, api::classify_job_list(&resp)) {
+            Ok(list) => {
                 let mut cache = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
                 for j in &list.jobs {
                     cache.insert(j.id.clone(), (j.pages, j.source));
@@ -395,12 +393,9 @@ impl Printer {
             Ok(r) => r,
             Err(a) => return a,
         };
-        let document = match api::classify_release(&resp) {
-            Ok((ApiRelease::Drive { document, .. }, notes)) => {
-                notes.iter().for_each(|v| self.api.report(PeerReport::tolerated(api::RELEASE_ENDPOINT, v)));
-                document
-            }
-            Ok((ApiRelease::Desktop { .. }, _)) => return not_printed("a desktop job (no hand-over in this example)"),
+        let document = match self.api.noted(api::RELEASE_ENDPOINT, api::classify_release(&resp)) {
+            Ok(ApiRelease::Drive { document, .. }) => document,
+            Ok(ApiRelease::Desktop { .. }) => return not_printed("a desktop job (no hand-over in this example)"),
             Err(e) => return not_printed(format!("release refused: {e}")),
         };
         let printed = match download(&self.api, self.policy, document.url.secret()).await {
@@ -437,11 +432,8 @@ impl Printer {
         let api_base = &self.endpoints.api;
         let body = ScanCreate { profile_id: profile.to_owned() };
         let created = match self.with_user_token(true, false, |t| api::create_scan(api_base, t, &body)).await {
-            Ok(r) => match api::classify_scan_created(&r) {
-                Ok((c, notes)) => {
-                    notes.iter().for_each(|v| self.api.report(PeerReport::tolerated(api::SCANS_ENDPOINT, v)));
-                    c
-                }
+            Ok(r) => match self.api.noted(api::SCANS_ENDPOINT, api::classify_scan_created(&r)) {
+                Ok(c) => c,
                 Err(e) => return ShimAnswer::ok(&serde_json::json!({ "uploaded": false, "detail": e.to_string() })),
             },
             Err(a) => return a,

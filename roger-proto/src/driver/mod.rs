@@ -207,6 +207,15 @@ impl<T: HttpTransport, C: Clock> Driver<T, C> {
         self
     }
 
+    /// The value of a classifier's result, after reporting what it noted or refused ([`PeerReport::unpack`]).
+    pub fn noted<V>(
+        &self,
+        endpoint: &'static str,
+        result: Result<(V, crate::error::PeerViolations), ResponseError>,
+    ) -> Result<V, ResponseError> {
+        PeerReport::unpack(endpoint, result, |r| self.report(r))
+    }
+
     /// Reports `r` to the sink, unless this kind was reported before.
     pub fn report(&self, r: PeerReport) {
         let first = self.reported.lock().unwrap_or_else(|e| e.into_inner()).first(&r);

@@ -18,7 +18,6 @@ use roger_proto::api::{
 use roger_proto::discovery::{self, TransportPolicy};
 use roger_proto::driver::mfp::MfpInput;
 use roger_proto::driver::{Clock, Driver, HttpTransport};
-use roger_proto::error::{PeerReport, PeerViolations};
 use roger_proto::secret::{AccessToken, Ticket};
 use roger_proto::token::scope;
 use roger_proto::wire::{classify_api, classify_api_empty};
@@ -366,16 +365,6 @@ impl Core {
         Ok(resp)
     }
 
-    /// Reports what a classifier noted or refused (docs/protocol.md §7), once per kind, and passes its value on.
-    fn noted<T>(
-        &self,
-        endpoint: &'static str,
-        result: Result<(T, PeerViolations), ResponseError>,
-    ) -> Result<T, ResponseError> {
-        PeerReport::of_result(endpoint, &result).for_each(|r| self.api.report(r));
-        result.map(|(value, _)| value)
-    }
-
     // -----------------------------------------------------------------------------------------------------------
     // Device: job endpoint, configuration, tickets
 
@@ -433,7 +422,7 @@ impl Core {
         let api_base = self.endpoints.api.clone();
         let resp = self.with_user_token(Need::Release, |t| api::list_jobs(&api_base, t), Retry::Idempotent).await?;
         // One bad job never hides the others (docs/protocol.md §7).
-        let list = self.noted(api::JOBS_ENDPOINT, api::classify_job_list(&resp))?;
+        let list = self.api.noted(api::JOBS_ENDPOINT, api::classify_job_list(&resp))?;
         let mut cache = lock(&self.jobs_cache);
         for j in &list.jobs {
             cache.insert(j.id.clone(), j.clone());
@@ -465,7 +454,7 @@ impl Core {
             404 => Err(MfpError::NotFound(format!("job {job_id}"))),
             409 => Err(MfpError::Conflict(format!("job {job_id} cannot be released (already printed?)"))),
             _ => {
-                let answer = self.noted(api::RELEASE_ENDPOINT, api::classify_release(&resp))?;
+                let answer = self.api.noted(api::RELEASE_ENDPOINT, api::classify_release(&resp))?;
                 Ok(answer)
             }
         }
@@ -599,7 +588,7 @@ impl Core {
                 Retry::Idempotent,
             )
             .await?;
-        let list = self.noted(api::DRIVE_FILES_ENDPOINT, api::classify_drive_files(&resp))?;
+        let list = self.api.noted(api::DRIVE_FILES_ENDPOINT, api::classify_drive_files(&resp))?;
         Ok(list.files)
     }
 
@@ -628,7 +617,7 @@ impl Core {
         let resp = self
             .with_user_token(Need::Scope(scope::SCAN), |t| api::list_scan_profiles(&api_base, t), Retry::Idempotent)
             .await?;
-        let list = self.noted(api::SCAN_PROFILES_ENDPOINT, api::classify_scan_profiles(&resp))?;
+        let list = self.api.noted(api::SCAN_PROFILES_ENDPOINT, api::classify_scan_profiles(&resp))?;
         Ok(list.profiles)
     }
 
@@ -643,7 +632,7 @@ impl Core {
         let created: ScanCreated = match resp.status().as_u16() {
             404 => return Err(MfpError::NotFound(format!("scan profile {profile_id}"))),
             409 => return Err(MfpError::Conflict("the user's drive is not connected".into())),
-            _ => self.noted(api::SCANS_ENDPOINT, api::classify_scan_created(&resp))?,
+            _ => self.api.noted(api::SCANS_ENDPOINT, api::classify_scan_created(&resp))?,
         };
         let pages = 2;
         let doc = fake_scan(&created.scan_id, profile_id, pages);

@@ -13,7 +13,6 @@ use http::{Request, Response};
 use roger_proto::discovery::{DiscoveryError, Region, TransportPolicy};
 use roger_proto::driver::reqwest_transport::ReqwestTransport;
 use roger_proto::driver::{Driver, DriverError, TransportError};
-use roger_proto::error::{PeerReport, PeerViolations};
 use roger_proto::metadata::{Endpoints, MetadataError};
 use roger_proto::secret::{AccessToken, RefreshToken};
 use roger_proto::token::{self, scope, TokenRequest, TokenResponse, TokenUser};
@@ -305,15 +304,10 @@ impl AppClient {
     pub async fn token_request(&self, what: &'static str, request: &TokenRequest) -> Result<TokenResponse, AppError> {
         let http = request.to_http(&self.endpoints.token, None).map_err(|e| AppError::Setup(e.to_string()))?;
         let resp = self.send(what, http).await?;
-        let result = token::classify_noted(&resp);
-        self.report(token::ENDPOINT, &result);
-        result.map(|(t, _)| t).map_err(|source| AppError::Server { what, source })
-    }
-
-    /// Reports, once per kind and at warn level (through the driver), what a classifier read past or refused
-    /// (docs/protocol.md §7): the endpoint, the rule and the violation, never a value.
-    pub fn report<T>(&self, endpoint: &'static str, result: &Result<(T, PeerViolations), ResponseError>) {
-        PeerReport::of_result(endpoint, result).for_each(|r| self.driver.report(r));
+        // What the answer was read past or refused is reported once per kind at warn level (docs/protocol.md §7).
+        self.driver
+            .noted(token::ENDPOINT, token::classify_noted(&resp))
+            .map_err(|source| AppError::Server { what, source })
     }
 
     /// Takes a fresh app token set received at `now` (login, desktop grant, refresh). Refuses one without

@@ -312,9 +312,11 @@ impl Phone {
         // Item by item: one job a server sends without a needed member never hides the others (docs/protocol.md
         // §7).
         let resp = self.app.call_raw("list jobs", api::list_jobs).await?;
-        let result = api::classify_job_list(&resp);
-        self.app.report(api::JOBS_ENDPOINT, &result);
-        let (list, _) = result.map_err(|source| AppError::Server { what: "list jobs", source })?;
+        let list = self
+            .app
+            .driver()
+            .noted(api::JOBS_ENDPOINT, api::classify_job_list(&resp))
+            .map_err(|source| AppError::Server { what: "list jobs", source })?;
         Ok(list.jobs)
     }
 

@@ -92,15 +92,27 @@ fn token_methods(e: &Exchange, vault: &super::super::vault::Vault) -> Vec<&'stat
     m
 }
 
-async fn one_method(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+/// An exchange with the Roger API (not OAuth, not the drive).
+fn is_api(e: &Exchange) -> bool {
+    e.route == "api" && e.path.starts_with("/api/")
+}
+
+/// Plays [`api_session`] and returns every exchange, with the API ones noted as evidence; `None` when the MFP made
+/// no API request.
+async fn api_session_exchanges(env: &mut ClientEnv) -> Result<Option<Vec<Exchange>>, CaseError> {
     api_session(env).await?;
     let ex = env.exchanges();
+    env.note_exchanges(ex.iter().filter(|e| is_api(e)), 10);
+    Ok(ex.iter().any(is_api).then_some(ex))
+}
+
+fn no_api_request() -> Finding {
+    Finding::Broken("the MFP made no API request".into())
+}
+
+async fn one_method(env: &mut ClientEnv) -> Result<Finding, CaseError> {
+    let Some(ex) = api_session_exchanges(env).await? else { return Ok(no_api_request()) };
     let vault = env.vault();
-    let api: Vec<&Exchange> = ex.iter().filter(|e| e.route == "api" && e.path.starts_with("/api/")).collect();
-    env.note_exchanges(api.iter().copied(), 10);
-    if api.is_empty() {
-        return Ok(Finding::Broken("the MFP made no API request".into()));
-    }
     for e in &ex {
         let m = token_methods(e, &vault);
         if m.len() > 1 {
@@ -117,14 +129,8 @@ async fn one_method(env: &mut ClientEnv) -> Result<Finding, CaseError> {
 }
 
 async fn header_not_query(env: &mut ClientEnv) -> Result<Finding, CaseError> {
-    api_session(env).await?;
-    let ex = env.exchanges();
+    let Some(ex) = api_session_exchanges(env).await? else { return Ok(no_api_request()) };
     let vault = env.vault();
-    let api: Vec<&Exchange> = ex.iter().filter(|e| e.route == "api" && e.path.starts_with("/api/")).collect();
-    env.note_exchanges(api.iter().copied(), 10);
-    if api.is_empty() {
-        return Ok(Finding::Broken("the MFP made no API request".into()));
-    }
     for e in &ex {
         let Some(q) = &e.query else { continue };
         let names: Vec<String> = form_urlencoded::parse(q.as_bytes()).map(|(k, _)| k.into_owned()).collect();
@@ -137,7 +143,7 @@ async fn header_not_query(env: &mut ClientEnv) -> Result<Finding, CaseError> {
             )));
         }
     }
-    match api.iter().find(|e| e.bearer().is_none()) {
+    match ex.iter().filter(|e| is_api(e)).find(|e| e.bearer().is_none()) {
         Some(e) => {
             Ok(Finding::Broken(format!("exchange #{}: {} {} has no Authorization: Bearer", e.seq, e.method, e.path)))
         }
